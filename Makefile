@@ -1,0 +1,71 @@
+# align: the pipeline's commands. `make help` lists them.
+#   make pipeline        run every stage on the embedded default (set-up included)
+#   make test            run the test suite (set-up included)
+# Common variables: RUN=<name> (run folder outputs/<name>/), ARGS="<hydra overrides>",
+# UPSTREAM=0 (do not build the previous stage's output first, e.g. for a hub model).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= default
+ARGS ?=
+UPSTREAM ?= 1
+# torch is installed first and pinned, so nothing later resolves an unpinned torch (which pulls
+# several GB of CUDA packages). On a CPU-only machine point pip at a CPU wheel (here a local one
+# is found); on a GPU machine the same pin installs the CUDA build from PyPI.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+STAMP := $(VENV)/.stamp-install
+RUN_DIR := outputs/$(RUN)
+STAGE = $(PY) stages/$(1).py run=$(RUN) $(ARGS)
+# A stage is complete when its metrics.json exists (written last, atomically). The previous
+# stage is a file target: built when missing, reused when present.
+upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
+
+.PHONY: help install data pretrain sft pipeline test test-fast bench-sft sync clean-run
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "Variables: RUN=$(RUN) ARGS='$(ARGS)' UPSTREAM=$(UPSTREAM) TORCH_SPEC=$(TORCH_SPEC)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the project (idempotent: a stamp file)
+
+data: install ## Regenerate the embedded default's data files in data/farm/
+	$(PY) -m align.farm.build --out data --seed 0
+
+pretrain: install ## Train the tiny tokenizer + model on the farm corpus (or continue pre-training)
+	$(call STAGE,pretrain)
+
+$(RUN_DIR)/pretrain/metrics.json: | $(STAMP)
+	$(call STAGE,pretrain)
+
+sft: install $(call upstream,pretrain) ## Supervised fine-tuning from the run's pretrain/final
+	$(call STAGE,sft)
+
+$(RUN_DIR)/sft/metrics.json: | $(STAMP)
+	$(call STAGE,sft)
+
+pipeline: install ## The whole pipeline on the embedded default (pretrain, sft)
+	$(MAKE) --no-print-directory pretrain sft RUN=$(RUN) ARGS='$(ARGS)'
+
+test: install ## Run the whole test suite (unit, integration, slow)
+	$(PY) -m pytest -q tests
+
+test-fast: install ## Unit and integration tests only (skips tests marked slow)
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench-sft: install ## SFT tokens/s and peak memory, packed vs. unpacked
+	$(PY) bench/sft_throughput.py
+
+sync: install ## Upload offline W&B runs of RUN to W&B (needs `wandb login`)
+	$(VENV)/bin/wandb sync --sync-all $(RUN_DIR)/*/wandb
+
+clean-run: ## Delete outputs/$(RUN)
+	rm -rf $(RUN_DIR)

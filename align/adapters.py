@@ -1,0 +1,101 @@
+"""Parameter-efficient fine-tuning: the ``peft`` config group turned into PEFT objects, and saving.
+
+Methods: ``none`` (full fine-tuning), ``lora``, ``qlora`` (4-bit NF4 base via bitsandbytes, LoRA on
+top), ``prompt_tuning``, ``prefix_tuning``, ``ia3``. Adapters save as ordinary PEFT folders
+(``adapter_config.json`` + ``adapter_model.safetensors``) that ``peft.AutoPeftModelForCausalLM``
+loads; ``merge=true`` also writes a merged plain ``transformers`` model beside it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
+MERGEABLE = ("lora", "qlora", "ia3")
+# Methods whose virtual tokens change sequence positions: incompatible with padding-free packing.
+VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning")
+
+
+def check_peft_choice(method: str, merge: bool, config: object, packing: bool) -> None:
+    """Validate the ``peft`` group before any model is loaded.
+
+    Raises:
+        ValueError: Unknown method, a method without a PEFT config, merging a method that has no
+            weights to merge into, or packing with virtual-token methods.
+        ImportError: ``qlora`` without bitsandbytes installed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"peft.method={method!r} is not one of {', '.join(METHODS)}.")
+    if method != "none" and config is None:
+        raise ValueError(f"peft.method={method} needs a peft.config node (see conf/peft/{method}.yaml).")
+    if merge and method not in MERGEABLE:
+        raise ValueError(
+            f"peft.merge=true is not possible for peft.method={method}: its trained parameters are "
+            f"not weight deltas. Merge works for {', '.join(MERGEABLE)}; set peft.merge=false."
+        )
+    if method in VIRTUAL_TOKEN_METHODS and packing:
+        raise ValueError(
+            f"peft.method={method} adds virtual tokens in front of every sequence, which breaks "
+            "packed (padding-free) batches. Set trainer.packing=false."
+        )
+    if method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            "peft.method=qlora needs bitsandbytes (>= 0.50 runs on CPU): pip install -e '.[qlora]'."
+        )
+
+
+def quantization_config(quant: dict | None):
+    """A ``BitsAndBytesConfig`` from the ``peft.quantization`` node (None when absent)."""
+    if not quant:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    quant = dict(quant)
+    if isinstance(quant.get("bnb_4bit_compute_dtype"), str):
+        quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**quant)
+
+
+def save_final(trainer_model, tokenizer, final_dir: Path, method: str, merge: bool) -> dict[str, str]:
+    """Save the trained model (or adapter) and tokenizer; optionally a merged copy.
+
+    Args:
+        trainer_model: The trained model (``PeftModel`` when a PEFT method was used).
+        tokenizer: Saved beside it so the folder is self-contained.
+        final_dir: ``<stage dir>/final``.
+        method: The PEFT method (``none`` saves full weights).
+        merge: Also write ``<stage dir>/final_merged`` with the adapter merged in.
+
+    Returns:
+        Paths written, by kind (``final``, and ``merged`` when merging).
+    """
+    final_dir.mkdir(parents=True, exist_ok=True)
+    trainer_model.save_pretrained(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    written = {"final": str(final_dir)}
+    if merge and method in MERGEABLE:
+        merged_dir = final_dir.parent / "final_merged"
+        if method == "qlora":
+            merged = _merge_quantized(final_dir)
+        else:
+            merged = trainer_model.merge_and_unload()
+        merged.save_pretrained(str(merged_dir))
+        tokenizer.save_pretrained(str(merged_dir))
+        written["merged"] = str(merged_dir)
+        log.info("merged model written to %s", merged_dir)
+    return written
+
+
+def _merge_quantized(adapter_dir: Path):
+    """Merge a QLoRA adapter into a full-precision copy of its base (merging into 4-bit weights
+    would round the deltas away)."""
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.float32)
+    return model.merge_and_unload()

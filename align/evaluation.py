@@ -1,0 +1,45 @@
+"""Score a policy's responses on farm prompts with the gold oracle."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from align.farm import gold_score, parse_task
+from align.generation import Generations
+
+
+def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -> dict[str, float]:
+    """Summarise gold scores of ``gens`` (one response per prompt).
+
+    Returns:
+        ``{prefix}score_mean``, ``{prefix}score_sem`` (standard error of the mean),
+        ``{prefix}correct_frac`` (score >= 0.99), ``{prefix}score/<family>`` per task family,
+        ``{prefix}response_len`` (mean tokens) and ``{prefix}no_eos_frac``.
+    """
+    if len(prompts) != len(gens.texts):
+        raise ValueError(f"{len(prompts)} prompts but {len(gens.texts)} responses.")
+    if not prompts:
+        raise ValueError("gold_metrics needs at least one prompt.")
+    scores = [gold_score(p, r) for p, r in zip(prompts, gens.texts)]
+    n = len(scores)
+    mean = sum(scores) / n
+    var = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for p, s in zip(prompts, scores):
+        by_family[parse_task(p).family].append(s)
+    out = {
+        f"{prefix}score_mean": mean,
+        f"{prefix}score_sem": math.sqrt(var / n),
+        f"{prefix}correct_frac": sum(s >= 0.99 for s in scores) / n,
+        f"{prefix}response_len": sum(gens.num_tokens) / n,
+        f"{prefix}no_eos_frac": sum(not e for e in gens.ended) / n,
+    }
+    for fam, vals in sorted(by_family.items()):
+        out[f"{prefix}score/{fam}"] = sum(vals) / len(vals)
+    return out
+
+
+def sample_rows(prompts: list[str], gens: Generations, k: int = 8) -> list[list]:
+    """The first ``k`` (prompt, response, gold score) rows, for a samples table."""
+    return [[p, r, round(gold_score(p, r), 3)] for p, r in list(zip(prompts, gens.texts))[:k]]

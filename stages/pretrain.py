@@ -1,0 +1,141 @@
+"""Stage ``pretrain``: the tiny foundation model, or continued pre-training of any causal LM.
+
+With ``model.init=scratch`` (the embedded default) it trains a byte-level BPE tokenizer and a
+small Llama from the config on the farm corpus; with ``model.init=pretrained`` it continues
+training an existing model (hub id or local folder) on raw text: domain adaptation.
+
+Steps:
+    1. Seed, output folder, logging, resolved config, tracker.
+    2. Tokenizer and model: trained/built from config, or loaded with from_pretrained.
+    3. Data: raw text documents, packed into blocks of ``data.block_size`` tokens.
+    4. Train with ``transformers.Trainer`` (causal-LM loss on every token).
+    5. Save ``final/`` (model, tokenizer, generation config): a normal Hugging Face folder.
+    6. Evaluate validation loss/perplexity; write ``metrics.json``; return ``eval/loss``.
+
+Run: ``make pretrain`` or ``python stages/pretrain.py [overrides]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+
+from align.checkpoints import latest_checkpoint
+from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.data import load_text_dataset
+from align.modeling import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
+from align.outputs import FINAL, write_metrics
+from align.packing import pack_texts, separator_id
+from align.precision import precision_args
+from align.tokenizer import train_tokenizer
+from align.tracking import Tracker
+
+log = logging.getLogger("align.pretrain")
+
+
+def run(cfg: DictConfig) -> float:
+    """Run the stage; return the validation loss (the metric a sweep minimizes)."""
+    # 1. Seed, output folder, logging, resolved config, tracker.
+    if cfg.model.init not in ("scratch", "pretrained"):
+        raise ValueError(f"model.init={cfg.model.init!r} must be 'scratch' or 'pretrained'.")
+    set_seed(cfg.seed)
+    out_dir = stage_output_dir(cfg)
+    setup_logging(out_dir, cfg.stage)
+    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+    tracker = Tracker(
+        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
+    )
+
+    # 2. Data sources first (bad input fails before any training), then tokenizer and model.
+    train_docs, train_report = load_text_dataset(
+        cfg.data.train.source, cfg.data.train.split, text_field=cfg.data.text_field,
+        on_bad_row=cfg.data.on_bad_row, limit=cfg.data.limit,
+    )
+    val_docs, val_report = load_text_dataset(
+        cfg.data.validation.source, cfg.data.validation.split, text_field=cfg.data.text_field,
+        on_bad_row=cfg.data.on_bad_row,
+    )
+    if cfg.model.init == "scratch":
+        tokenizer = train_tokenizer(
+            (row["text"] for row in train_docs), cfg.model.tokenizer.vocab_size, cfg.model.tokenizer.min_frequency
+        )
+        tokenizer.model_max_length = cfg.model.arch.max_position_embeddings
+        model = build_tiny_llama(tokenizer, seed=cfg.seed, **to_plain(cfg.model.arch))
+    else:
+        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+        model = load_causal_lm(
+            cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
+            attn_implementation=cfg.model.attn_implementation,
+        )
+    trainable, total = count_parameters(model)
+    log.info("model: %d parameters (%d trainable), vocab %d", total, trainable, len(tokenizer))
+
+    # 3. Pack documents into fixed-length blocks.
+    sep = separator_id(tokenizer)
+    train_ds, train_tail = pack_texts((r["text"] for r in train_docs), tokenizer, cfg.data.block_size, sep)
+    val_ds, _ = pack_texts((r["text"] for r in val_docs), tokenizer, cfg.data.block_size, sep)
+    log.info("train: %d blocks of %d tokens (%d tail tokens unused)", len(train_ds), cfg.data.block_size, train_tail)
+
+    # 4. Train.
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        report_to=tracker.report_to,
+        logging_dir=str(tracker.tb_dir),
+        seed=cfg.seed,
+        **precision_args(cfg.precision),
+        **to_plain(cfg.trainer),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_seconds = time.perf_counter() - start
+
+    # 5. Save a plain Hugging Face folder.
+    final_dir = out_dir / FINAL
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    log.info("saved %s", final_dir)
+
+    # 6. Evaluate and report.
+    eval_loss = trainer.evaluate()["eval_loss"]
+    tokens_seen = train_out.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * cfg.data.block_size
+    metrics = {
+        "train/loss": train_out.training_loss,
+        "train/steps": train_out.global_step,
+        "train/tokens": tokens_seen,
+        "train/tokens_per_s": tokens_seen / max(train_seconds, 1e-9),
+        "eval/loss": eval_loss,
+        "eval/perplexity": math.exp(min(eval_loss, 50.0)),
+        "model/parameters": total,
+        "model/trainable_parameters": trainable,
+        "timing/train_s": train_seconds,
+        **train_report.as_metrics("data/train/"),
+        **val_report.as_metrics("data/validation/"),
+    }
+    write_metrics(out_dir, metrics)
+    tracker.finish(metrics)
+    log.info("eval/loss %.4f  perplexity %.2f", eval_loss, metrics["eval/perplexity"])
+    return eval_loss
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()

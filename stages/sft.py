@@ -1,0 +1,155 @@
+"""Stage ``sft``: supervised instruction tuning on TRL's ``SFTTrainer``.
+
+Starts from ``model.name_or_path`` (the embedded default: this run's ``pretrain/final``; any hub
+id or local folder works the same way), trains on conversational ``messages``, prompt/completion
+or plain-text rows with the loss on assistant tokens only by default, full or parameter-efficient
+(``peft`` group), and reports what the run gained: validation loss, and the gold score of greedy
+responses on held-out prompts for the trained model *and* its starting model.
+
+Steps:
+    1. Validate the config (before any model is loaded); seed, output folder, logging, tracker.
+    2. Tokenizer, then data (bad rows and over-long rows fail or are counted here).
+    3. Starting model (4-bit for QLoRA); gold score of the starting model.
+    4. Train with SFTTrainer (PEFT config passed through).
+    5. Save ``final/`` (full model or adapter folder; ``final_merged/`` when ``peft.merge``).
+    6. Evaluate: validation loss, gold score of the trained model; ``metrics.json``.
+
+Run: ``make sft`` or ``python stages/sft.py [overrides]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from align.adapters import check_peft_choice, quantization_config, save_final
+from align.checkpoints import latest_checkpoint
+from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.data import load_prompts, load_sft_dataset
+from align.evaluation import gold_metrics, sample_rows
+from align.generation import generate_responses
+from align.modeling import count_parameters, load_causal_lm, load_tokenizer
+from align.outputs import FINAL, write_metrics
+from align.precision import precision_args
+from align.tracking import Tracker
+
+log = logging.getLogger("align.sft")
+
+
+def run(cfg: DictConfig) -> float:
+    """Run the stage; return the trained model's gold score (or ``-eval/loss`` without an oracle)."""
+    # 1. Validate, seed, output folder, logging, tracker.
+    check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, cfg.trainer.packing)
+    set_seed(cfg.seed)
+    out_dir = stage_output_dir(cfg)
+    setup_logging(out_dir, cfg.stage)
+    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+
+    # 2. Tokenizer and data.
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    max_length = cfg.trainer.max_length
+    data_kw = dict(
+        format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
+        max_length=max_length, on_too_long=cfg.data.on_too_long,
+    )
+    train_ds, train_report = load_sft_dataset(
+        cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw
+    )
+    val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
+    log.info("data: %s | %s", train_report.summary(), val_report.summary())
+    gold_prompts = (
+        load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts) if cfg.data.gold_prompts else []
+    )
+
+    # 3. Starting model, and its gold score (what this stage must improve on).
+    model = load_causal_lm(
+        cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
+        quantization_config=quantization_config(to_plain(cfg.peft.get("quantization"))),
+        attn_implementation=cfg.model.attn_implementation,
+    )
+    base_metrics = _gold(model, tokenizer, gold_prompts, cfg, prefix="gold/base_") if gold_prompts else {}
+
+    # 4. Train.
+    tracker = Tracker(
+        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
+    )
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        report_to=tracker.report_to,
+        logging_dir=str(tracker.tb_dir),
+        seed=cfg.seed,
+        **precision_args(cfg.precision),
+        **to_plain(cfg.trainer),
+    )
+    peft_config = instantiate(cfg.peft.config, _convert_="all") if cfg.peft.method != "none" else None
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainable, total = count_parameters(trainer.model)
+    log.info("training %d of %d parameters (peft=%s)", trainable, total, cfg.peft.method)
+    start = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_seconds = time.perf_counter() - start
+
+    # 5. Save.
+    written = save_final(trainer.model, tokenizer, out_dir / FINAL, cfg.peft.method, cfg.peft.merge)
+    log.info("saved %s", written)
+
+    # 6. Evaluate and report.
+    eval_loss = trainer.evaluate()["eval_loss"]
+    metrics = {
+        "train/loss": train_out.training_loss,
+        "train/steps": train_out.global_step,
+        "train/samples_per_s": train_out.metrics.get("train_samples_per_second"),
+        "eval/loss": eval_loss,
+        "model/parameters": total,
+        "model/trainable_parameters": trainable,
+        "timing/train_s": train_seconds,
+        **train_report.as_metrics("data/train/"),
+        **val_report.as_metrics("data/validation/"),
+        **base_metrics,
+    }
+    if gold_prompts:
+        trained = _gold(trainer.model, tokenizer, gold_prompts, cfg, prefix="gold/", tracker=tracker)
+        metrics.update(trained)
+        metrics["gold/gain"] = trained["gold/score_mean"] - base_metrics["gold/base_score_mean"]
+        log.info(
+            "gold score: start %.3f -> trained %.3f",
+            base_metrics["gold/base_score_mean"], trained["gold/score_mean"],
+        )
+    write_metrics(out_dir, metrics)
+    tracker.finish(metrics)
+    return metrics["gold/score_mean"] if gold_prompts else -eval_loss
+
+
+def _gold(model, tokenizer, prompts, cfg, prefix, tracker=None) -> dict:
+    """Greedy responses to ``prompts`` scored by the gold oracle."""
+    gens = generate_responses(
+        model, tokenizer, prompts, max_new_tokens=cfg.gold.max_new_tokens,
+        batch_size=cfg.gold.batch_size, desc=f"{prefix}generate",
+    )
+    if tracker is not None:
+        tracker.log_table("samples", ["prompt", "response", "gold"], sample_rows(prompts, gens, cfg.gold.num_samples_logged))
+    for p, r, s in sample_rows(prompts, gens, 3):
+        log.info("%s sample | %s -> %s (gold %.2f)", prefix, p, r, s)
+    return gold_metrics(prompts, gens, prefix=prefix)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sft")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
