@@ -148,3 +148,21 @@ def _check_local_path(name_or_path: str) -> None:
             "run that stage first for this run (e.g. `make pretrain` before `make sft`), or point "
             "model.name_or_path at an existing folder or hub id."
         )
+
+
+def snapshot_trainable(model: torch.nn.Module, max_tensors: int = 4) -> dict[str, torch.Tensor]:
+    """CPU copies of the first and last few trainable tensors (cheap even for large models)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if len(named) > max_tensors:
+        half = max_tensors // 2
+        named = named[:half] + named[-(max_tensors - half):]
+    return {n: p.detach().float().cpu().clone() for n, p in named}
+
+
+def trainable_delta_norm(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> float:
+    """L2 norm of the change of the snapshotted tensors since :func:`snapshot_trainable`."""
+    params = dict(model.named_parameters())
+    total = 0.0
+    for name, before in snapshot.items():
+        total += float((params[name].detach().float().cpu() - before).pow(2).sum())
+    return total**0.5

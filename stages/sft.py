@@ -34,7 +34,13 @@ from align.config import save_resolved_config, setup_logging, stage_output_dir, 
 from align.data import load_prompts, load_sft_dataset
 from align.evaluation import gold_metrics, sample_rows
 from align.generation import generate_responses
-from align.modeling import count_parameters, load_causal_lm, load_tokenizer
+from align.modeling import (
+    count_parameters,
+    load_causal_lm,
+    load_tokenizer,
+    snapshot_trainable,
+    trainable_delta_norm,
+)
 from align.outputs import FINAL, write_metrics
 from align.precision import precision_args
 from align.tracking import Tracker
@@ -98,6 +104,7 @@ def run(cfg: DictConfig) -> float:
     )
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters (peft=%s)", trainable, total, cfg.peft.method)
+    before = snapshot_trainable(trainer.model)
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
@@ -115,6 +122,7 @@ def run(cfg: DictConfig) -> float:
         "eval/loss": eval_loss,
         "model/parameters": total,
         "model/trainable_parameters": trainable,
+        "train/trainable_delta_norm": trainable_delta_norm(trainer.model, before),
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),

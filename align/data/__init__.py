@@ -1,0 +1,26 @@
+"""Training data loading: strict readers, TRL-format checks, and a report of what was kept.
+
+Every loader returns ``(datasets.Dataset, LoadReport)``. A bad row raises a :class:`DataError`
+that names the source, the row, the field and the fix, or, with ``on_bad_row="skip"``, is
+counted by reason in the report; nothing is dropped without a count.
+"""
+
+from align.data.errors import DataError, LoadReport, SourceRef, handle_bad
+from align.data.prompts import load_prompts
+from align.data.sft import FORMATS, ROLES, load_sft_dataset
+from align.data.source import describe_source, iter_rows
+from align.data.text import load_text_dataset
+
+__all__ = [
+    "FORMATS",
+    "ROLES",
+    "DataError",
+    "LoadReport",
+    "SourceRef",
+    "describe_source",
+    "handle_bad",
+    "iter_rows",
+    "load_prompts",
+    "load_sft_dataset",
+    "load_text_dataset",
+]

@@ -1,0 +1,357 @@
+"""Load supervised fine-tuning data in one of TRL's dataset formats, checking every row.
+
+Formats (TRL's names; one per dataset, every row must match it):
+
+* ``messages`` (conversational language modeling): ``{"messages": [{"role", "content"}, ...]}``
+  with roles ``system``, ``user``, ``assistant``; every content a non-blank string; at least one
+  user and one assistant message; the last message from the assistant.
+* ``prompt_completion``: ``{"prompt": str, "completion": str}``, both non-blank, or both message
+  lists (conversational): the prompt with at least one user message, the completion only
+  assistant messages. All rows are plain or all conversational.
+* ``text`` (language modeling): ``{"text": str}``, non-blank.
+
+``format="auto"`` picks the format from the first row's keys: ``messages`` if present, else
+``prompt_completion`` if both ``prompt`` and ``completion`` are present, else ``text``.
+
+Output rows hold only the format's fields (and messages only ``role`` and ``content``), so TRL
+sees clean columns; the keys left out are listed in ``LoadReport.dropped_keys``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import datasets
+from tqdm.auto import tqdm
+
+from align.data.errors import BAD_ROW_MODES, DEFAULT_HINT, DataError, LoadReport, SourceRef
+from align.data.errors import check_choice, check_positive, count_skip, handle_bad, json_type
+from align.data.errors import nothing_left
+from align.data.source import describe_source, iter_rows
+
+FORMATS = ("messages", "prompt_completion", "text")
+ROLES = ("system", "user", "assistant")
+TOO_LONG_MODES = ("error", "skip", "truncate")
+TOO_LONG_HINT = (
+    "Raise max_length, or pass on_too_long=skip to skip such rows or on_too_long=truncate to "
+    "keep them for the trainer to truncate."
+)
+
+
+def load_sft_dataset(
+    source: str,
+    split: str = "train",
+    *,
+    data_files=None,
+    format: str = "auto",  # noqa: A002 - TRL's own word for it
+    on_bad_row: str = "error",
+    tokenizer=None,
+    max_length: int | None = None,
+    on_too_long: str = "error",
+    limit: int | None = None,
+    load_kwargs: dict | None = None,
+) -> tuple[datasets.Dataset, LoadReport]:
+    """Load and check an SFT dataset; return it with a report of what was kept and skipped.
+
+    Args:
+        source: A local file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, ...), a folder, a
+            builder name used with ``data_files``, or a hub dataset name (see
+            :mod:`align.data.source`).
+        split: Split to read.
+        data_files: Files for a builder-name or hub source, as for ``datasets.load_dataset``.
+        format: ``"auto"``, ``"messages"``, ``"prompt_completion"`` or ``"text"``.
+        on_bad_row: ``"error"`` raises a :class:`DataError` at the first bad row; ``"skip"``
+            drops bad rows and counts them by reason in the report.
+        tokenizer: Tokenizer to measure lengths with (its chat template for conversational
+            rows; plain text gets EOS appended first, as TRL does). Needed with ``max_length``.
+        max_length: Longest sequence, in tokens, to accept as is.
+        on_too_long: For a row over ``max_length``: ``"error"`` raises, ``"skip"`` drops it
+            (counted as ``too_long``), ``"truncate"`` keeps it for the trainer to truncate
+            (counted in ``report.truncated``).
+        limit: Stop after this many kept rows (quick runs).
+        load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
+
+    Returns:
+        ``(dataset, report)``: a ``datasets.Dataset`` with only the format's columns, and the
+        :class:`LoadReport`.
+
+    Raises:
+        DataError: A bad row with ``on_bad_row="error"``, or a too-long row with
+            ``on_too_long="error"``; the message names the source, row, field and the fix.
+        FileNotFoundError: The source file does not exist.
+        ValueError: Bad arguments, or no row is left after loading.
+    """
+    check_choice("format", format, ("auto", *FORMATS))
+    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
+    check_choice("on_too_long", on_too_long, TOO_LONG_MODES)
+    check_positive("max_length", max_length)
+    check_positive("limit", limit)
+    if max_length is not None and tokenizer is None:
+        raise ValueError(
+            f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
+            "drop max_length to skip the length check."
+        )
+    report = LoadReport(describe_source(source, split, data_files))
+    state = _State(format=None if format == "auto" else format)
+    rows: list[dict] = []
+    it = iter_rows(
+        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+    )
+    try:
+        rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
+        for where, row, raw in rows_in:
+            try:
+                clean = _check_row(raw, _Bad(where, row), state, report)
+            except DataError as err:
+                handle_bad(report, err, on_bad_row)
+                continue
+            if max_length is not None:
+                n = _token_length(tokenizer, clean)
+                if n > max_length:
+                    reason = f"{n} tokens, longer than max_length={max_length}"
+                    field = _length_field(clean)
+                    err = DataError(where, row, field, reason, code="too_long", hint=TOO_LONG_HINT)
+                    if on_too_long == "error":
+                        raise err
+                    if on_too_long == "skip":
+                        count_skip(report, err)
+                        continue
+                    report.truncated += 1
+            rows.append(clean)
+            report.rows_kept += 1
+            if limit is not None and report.rows_kept >= limit:
+                report.limit_hit = True
+                break
+    finally:
+        it.close()
+    report.format = state.format
+    if not rows:
+        raise ValueError(nothing_left(report))
+    return datasets.Dataset.from_list(rows), report
+
+
+class _State:
+    """What the rows seen so far fixed: the format and, for prompt_completion, its kind."""
+
+    def __init__(self, format: str | None) -> None:  # noqa: A002
+        self.format = format
+        self.origin = "as passed in format=" if format else None
+        self.conversational: bool | None = None
+        self.conversational_at = ""
+
+
+class _Bad:
+    """Builds the :class:`DataError` for one row: ``raise bad(field, code, reason)``."""
+
+    def __init__(self, where: SourceRef, row: int) -> None:
+        self.where, self.row = where, row
+
+    def __call__(self, field: str | None, code: str, reason: str, hint: str = DEFAULT_HINT):
+        return DataError(self.where, self.row, field, reason, code=code, hint=hint)
+
+    def at(self) -> str:
+        """``line 3`` or ``row 3 (0-based)``: this row, for messages about other rows."""
+        return self.where.row_label(self.row)
+
+
+def _show(value: object) -> str:
+    """``a JSON number (42)``: the type and a short repr of a wrong value."""
+    text = repr(value)
+    return f"a JSON {json_type(value)} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def _check_row(raw: Mapping, bad: _Bad, state: _State, report: LoadReport) -> dict:
+    """Return the clean row in ``state.format``, or raise ``bad(field, code, reason)``."""
+    assert isinstance(raw, Mapping), type(raw)  # iter_rows yields only objects
+    if state.format is None:
+        state.format = _detect(raw, bad)
+        state.origin = f"detected from {bad.at()}"
+    fmt = state.format
+
+    def get(name: str):
+        if name not in raw:
+            raise bad(
+                name,
+                "missing_field",
+                f"missing field '{name}' (the row has keys "
+                f"{sorted(raw)}; the dataset format is '{fmt}', {state.origin})",
+            )
+        return raw[name]
+
+    if fmt == "messages":
+        messages = _check_messages(get("messages"), "messages", bad, report)
+        _check_conversation(messages, bad)
+        clean = {"messages": messages}
+    elif fmt == "prompt_completion":
+        clean = _check_prompt_completion(get("prompt"), get("completion"), bad, report)
+        conversational = isinstance(clean["prompt"], list)
+        kind = {True: "conversational (message lists)", False: "plain text (strings)"}
+        if state.conversational is None:
+            state.conversational, state.conversational_at = conversational, bad.at()
+        elif conversational != state.conversational:
+            raise bad(
+                "prompt",
+                "mixed_formats",
+                f"this row is {kind[conversational]} but the "
+                f"first row ({state.conversational_at}) is {kind[state.conversational]}; "
+                "all rows must match",
+            )
+    else:
+        clean = {"text": _check_text(get("text"), "text", bad)}
+    report.dropped_keys.update(set(raw) - set(clean))
+    return clean
+
+
+def _detect(raw: Mapping, bad: _Bad) -> str:
+    if "messages" in raw:
+        return "messages"
+    if "prompt" in raw and "completion" in raw:
+        return "prompt_completion"
+    if "text" in raw:
+        return "text"
+    raise bad(
+        None,
+        "unknown_format",
+        f"cannot tell the dataset format from the row's keys {sorted(raw)}; expected "
+        "'messages', or 'prompt' and 'completion', or 'text'",
+        "Rename the columns, pass format= explicitly, or pass on_bad_row=skip to skip bad rows.",
+    )
+
+
+def _check_text(value: object, field: str, bad: _Bad) -> str:
+    if not isinstance(value, str):
+        raise bad(field, "wrong_type", f"must be a string, got {_show(value)}")
+    if not value.strip():
+        raise bad(field, f"empty_{field}", f"is empty or whitespace only ({value!r})")
+    return value
+
+
+def _check_messages(value: object, field: str, bad: _Bad, report: LoadReport) -> list[dict]:
+    """Check a list of ``{"role", "content"}`` messages; return copies with only those keys."""
+    if not isinstance(value, list):
+        raise bad(field, "wrong_type", f"must be a list of messages, got {_show(value)}")
+    if not value:
+        raise bad(field, "empty_messages", "the message list is empty")
+    messages = []
+    for i, message in enumerate(value):
+        at = f"{field}[{i}]"
+        if not isinstance(message, Mapping):
+            raise bad(
+                at,
+                "wrong_type",
+                "each message must be an object with 'role' and "
+                f"'content', got {_show(message)}",
+            )
+        for key in ("role", "content"):
+            if key not in message:
+                raise bad(
+                    at, "missing_field", f"message has no '{key}' (it has keys {sorted(message)})"
+                )
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str):
+            raise bad(f"{at}.role", "wrong_type", f"role must be a string, got {_show(role)}")
+        if role not in ROLES:
+            raise bad(
+                f"{at}.role",
+                "unknown_role",
+                f"unknown role {role!r} (expected one of {', '.join(ROLES)})",
+            )
+        if not isinstance(content, str):
+            raise bad(
+                f"{at}.content", "wrong_type", f"content must be a string, got {_show(content)}"
+            )
+        if not content.strip():
+            raise bad(
+                f"{at}.content",
+                "empty_content",
+                f"content is empty or whitespace only ({content!r})",
+            )
+        extra = set(message) - {"role", "content"}
+        report.dropped_keys.update(f"{field}[].{k}" for k in extra)
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _check_conversation(messages: list[dict], bad: _Bad) -> None:
+    roles = [m["role"] for m in messages]
+    if "user" not in roles:
+        raise bad("messages", "no_user_message", f"no user message (roles: {', '.join(roles)})")
+    if "assistant" not in roles:
+        raise bad(
+            "messages", "no_assistant_message", f"no assistant message (roles: {', '.join(roles)})"
+        )
+    if roles[-1] != "assistant":
+        raise bad(
+            f"messages[{len(roles) - 1}].role",
+            "last_not_assistant",
+            f"the last message is from the {roles[-1]!r}, but a training conversation "
+            "must end with the assistant's reply",
+        )
+
+
+def _check_prompt_completion(
+    prompt: object, completion: object, bad: _Bad, report: LoadReport
+) -> dict:
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return {
+            "prompt": _check_text(prompt, "prompt", bad),
+            "completion": _check_text(completion, "completion", bad),
+        }
+    if isinstance(prompt, list) and isinstance(completion, list):
+        prompt = _check_messages(prompt, "prompt", bad, report)
+        completion = _check_messages(completion, "completion", bad, report)
+        if not any(m["role"] == "user" for m in prompt):
+            raise bad("prompt", "no_user_message", "the prompt has no user message")
+        for i, m in enumerate(completion):
+            if m["role"] != "assistant":
+                raise bad(
+                    f"completion[{i}].role",
+                    "completion_not_assistant",
+                    f"completion messages must be from the assistant, got {m['role']!r}",
+                )
+        return {"prompt": prompt, "completion": completion}
+    for field, value in (("prompt", prompt), ("completion", completion)):
+        if not isinstance(value, (str, list)):
+            raise bad(
+                field, "wrong_type", f"must be a string or a list of messages, got {_show(value)}"
+            )
+    raise bad(
+        "completion",
+        "wrong_type",
+        f"the prompt is a JSON {json_type(prompt)} but the completion is a JSON "
+        f"{json_type(completion)}; both must be strings or both lists of messages",
+    )
+
+
+def _length_field(row: dict) -> str:
+    return "prompt+completion" if "prompt" in row else next(iter(row))
+
+
+def _token_length(tokenizer, row: dict) -> int:
+    """Tokens TRL's SFT would build from ``row`` before truncation."""
+    if "messages" in row:
+        return _chat_length(tokenizer, row["messages"])
+    if "prompt" in row:
+        if isinstance(row["prompt"], list):
+            return _chat_length(tokenizer, row["prompt"] + row["completion"])
+        return _text_length(tokenizer, row["prompt"] + row["completion"])
+    return _text_length(tokenizer, row["text"])
+
+
+def _text_length(tokenizer, text: str) -> int:
+    eos = tokenizer.eos_token
+    if eos and not text.endswith(eos):  # TRL's SFTTrainer appends EOS to plain text
+        text += eos
+    return len(tokenizer(text=text)["input_ids"])
+
+
+def _chat_length(tokenizer, messages: list[dict]) -> int:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no chat_template, so conversational "
+            "rows cannot be measured. Set tokenizer.chat_template, or use a chat model's "
+            "tokenizer."
+        )
+    # transformers 5 returns a BatchEncoding by default; ask for the dict explicitly (as TRL does).
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+    return len(out["input_ids"])

@@ -1,0 +1,64 @@
+"""Shared helpers: compose a stage config like Hydra does, and run a stage's real command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+# Small enough that a whole pretrain takes seconds; the stage code path is the default one.
+TINY_PRETRAIN = [
+    "model.arch.hidden_size=32",
+    "model.arch.intermediate_size=64",
+    "model.arch.num_hidden_layers=2",
+    "model.arch.num_attention_heads=4",
+    "model.tokenizer.vocab_size=512",
+    "data.limit=3000",
+    "data.block_size=64",
+    "trainer.max_steps=40",
+    "trainer.per_device_train_batch_size=16",
+    "trainer.logging_steps=10",
+    "trainer.save_steps=20",
+    "logger=none",
+]
+
+
+def compose_stage(stage: str, overrides: list[str]):
+    """The config ``stages/<stage>.py`` would see with these command-line overrides."""
+    import align.config  # noqa: F401  (registers the ${align_root:} resolver)
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(stage, overrides=overrides)
+
+
+def stage_env() -> dict:
+    env = dict(os.environ)
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def run_stage_cli(stage: str, overrides: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python stages/<stage>.py overrides...`` from the repository root, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py"), *overrides],
+        cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"stages/{stage}.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """A run folder holding a finished tiny ``pretrain`` stage, made by its real command line."""
+    root = tmp_path_factory.mktemp("outputs")
+    common = [f"paths.output_root={root}", "run=t"]
+    run_stage_cli("pretrain", common + TINY_PRETRAIN)
+    return {"root": root, "run_dir": root / "t", "common": common}
