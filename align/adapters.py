@@ -22,12 +22,15 @@ MERGEABLE = ("lora", "qlora", "ia3")
 VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning")
 
 
-def check_peft_choice(method: str, merge: bool, config: object, packing: bool) -> None:
+def check_peft_choice(
+    method: str, merge: bool, config: object, packing: bool, gradient_checkpointing: bool = False
+) -> None:
     """Validate the ``peft`` group before any model is loaded.
 
     Raises:
         ValueError: Unknown method, a method without a PEFT config, merging a method that has no
-            weights to merge into, or packing with virtual-token methods.
+            weights to merge into, packing with virtual-token methods, or prefix tuning with
+            gradient checkpointing.
         ImportError: ``qlora`` without bitsandbytes installed.
     """
     if method not in METHODS:
@@ -44,9 +47,35 @@ def check_peft_choice(method: str, merge: bool, config: object, packing: bool) -
             f"peft.method={method} adds virtual tokens in front of every sequence, which breaks "
             "packed (padding-free) batches. Set trainer.packing=false."
         )
+    if method == "prefix_tuning" and gradient_checkpointing:
+        # Seen with transformers 5.23 / peft 0.21: the checkpointed re-forward builds the
+        # attention mask without the prefix (a size mismatch by num_virtual_tokens in SDPA).
+        raise ValueError(
+            "peft.method=prefix_tuning does not work with gradient checkpointing (the attention "
+            "mask loses the prefix). Set trainer.gradient_checkpointing=false."
+        )
     if method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError(
             "peft.method=qlora needs bitsandbytes (>= 0.50 runs on CPU): pip install -e '.[qlora]'."
+        )
+
+
+# bitsandbytes quantizes 4-bit weights in blocks of 64 input features; narrower layers fail at
+# the first matmul with an opaque shape error.
+NF4_MIN_WIDTH = 64
+
+
+def check_quantizable(model_config, method: str) -> None:
+    """Refuse QLoRA on a model whose layers are narrower than a 4-bit block.
+
+    Raises:
+        ValueError: When ``method`` is ``qlora`` and ``hidden_size`` < 64.
+    """
+    width = getattr(model_config, "hidden_size", None)
+    if method == "qlora" and width is not None and width < NF4_MIN_WIDTH:
+        raise ValueError(
+            f"peft=qlora needs layers at least {NF4_MIN_WIDTH} wide (bitsandbytes 4-bit blocks); "
+            f"this model's hidden_size is {width}. Use peft=lora for it."
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from align.farm import gold_score, parse_task
+from align.farm import gold_details, parse_task
 from align.generation import Generations
 
 
@@ -14,14 +14,16 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
 
     Returns:
         ``{prefix}score_mean``, ``{prefix}score_sem`` (standard error of the mean),
-        ``{prefix}correct_frac`` (score >= 0.99), ``{prefix}score/<family>`` per task family,
+        ``{prefix}correct_frac`` (right on content, ``is_gold_correct``), ``{prefix}perfect_frac``
+        (score >= 0.99), ``{prefix}score/<family>`` per task family,
         ``{prefix}response_len`` (mean tokens) and ``{prefix}no_eos_frac``.
     """
     if len(prompts) != len(gens.texts):
         raise ValueError(f"{len(prompts)} prompts but {len(gens.texts)} responses.")
     if not prompts:
         raise ValueError("gold_metrics needs at least one prompt.")
-    scores = [gold_score(p, r) for p, r in zip(prompts, gens.texts)]
+    details = [gold_details(p, r) for p, r in zip(prompts, gens.texts)]
+    scores = [d["score"] for d in details]
     n = len(scores)
     mean = sum(scores) / n
     var = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
@@ -31,7 +33,8 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
     out = {
         f"{prefix}score_mean": mean,
         f"{prefix}score_sem": math.sqrt(var / n),
-        f"{prefix}correct_frac": sum(s >= 0.99 for s in scores) / n,
+        f"{prefix}correct_frac": sum(d["correctness"] == 1.0 and d["score"] > 0 for d in details) / n,
+        f"{prefix}perfect_frac": sum(s >= 0.99 for s in scores) / n,
         f"{prefix}response_len": sum(gens.num_tokens) / n,
         f"{prefix}no_eos_frac": sum(not e for e in gens.ended) / n,
     }
@@ -42,4 +45,4 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
 
 def sample_rows(prompts: list[str], gens: Generations, k: int = 8) -> list[list]:
     """The first ``k`` (prompt, response, gold score) rows, for a samples table."""
-    return [[p, r, round(gold_score(p, r), 3)] for p, r in list(zip(prompts, gens.texts))[:k]]
+    return [[p, r, round(gold_details(p, r)["score"], 3)] for p, r in list(zip(prompts, gens.texts))[:k]]

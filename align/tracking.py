@@ -96,6 +96,8 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.tb_dir))
+            # transformers 5 has no TrainingArguments.logging_dir: its callback reads this.
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.tb_dir)
 
     @property
     def tb_dir(self) -> Path:

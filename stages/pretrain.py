@@ -86,7 +86,6 @@ def run(cfg: DictConfig) -> float:
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         report_to=tracker.report_to,
-        logging_dir=str(tracker.tb_dir),
         seed=cfg.seed,
         **precision_args(cfg.precision),
         **to_plain(cfg.trainer),

@@ -25,10 +25,10 @@ import time
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import set_seed
+from transformers import AutoConfig, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from align.adapters import check_peft_choice, quantization_config, save_final
+from align.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
 from align.checkpoints import latest_checkpoint
 from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
 from align.data import load_prompts, load_sft_dataset
@@ -51,7 +51,10 @@ log = logging.getLogger("align.sft")
 def run(cfg: DictConfig) -> float:
     """Run the stage; return the trained model's gold score (or ``-eval/loss`` without an oracle)."""
     # 1. Validate, seed, output folder, logging, tracker.
-    check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, cfg.trainer.packing)
+    check_peft_choice(
+        cfg.peft.method, cfg.peft.merge, cfg.peft.config, cfg.trainer.packing,
+        cfg.trainer.get("gradient_checkpointing", True),  # TRL's default is True
+    )
     set_seed(cfg.seed)
     out_dir = stage_output_dir(cfg)
     setup_logging(out_dir, cfg.stage)
@@ -74,6 +77,7 @@ def run(cfg: DictConfig) -> float:
     )
 
     # 3. Starting model, and its gold score (what this stage must improve on).
+    check_quantizable(AutoConfig.from_pretrained(cfg.model.name_or_path), cfg.peft.method)
     model = load_causal_lm(
         cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
         quantization_config=quantization_config(to_plain(cfg.peft.get("quantization"))),
@@ -88,7 +92,6 @@ def run(cfg: DictConfig) -> float:
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         report_to=tracker.report_to,
-        logging_dir=str(tracker.tb_dir),
         seed=cfg.seed,
         **precision_args(cfg.precision),
         **to_plain(cfg.trainer),
@@ -108,8 +111,9 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
+    delta_norm = trainable_delta_norm(trainer.model, before)
 
-    # 5. Save.
+    # 5. Save (merging unloads the adapter in place; everything after sees the merged weights).
     written = save_final(trainer.model, tokenizer, out_dir / FINAL, cfg.peft.method, cfg.peft.merge)
     log.info("saved %s", written)
 
@@ -122,7 +126,7 @@ def run(cfg: DictConfig) -> float:
         "eval/loss": eval_loss,
         "model/parameters": total,
         "model/trainable_parameters": trainable,
-        "train/trainable_delta_norm": trainable_delta_norm(trainer.model, before),
+        "train/trainable_delta_norm": delta_norm,
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),

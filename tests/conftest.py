@@ -15,8 +15,8 @@ CONF = REPO / "conf"
 
 # Small enough that a whole pretrain takes seconds; the stage code path is the default one.
 TINY_PRETRAIN = [
-    "model.arch.hidden_size=32",
-    "model.arch.intermediate_size=64",
+    "model.arch.hidden_size=64",
+    "model.arch.intermediate_size=128",
     "model.arch.num_hidden_layers=2",
     "model.arch.num_attention_heads=4",
     "model.tokenizer.vocab_size=512",

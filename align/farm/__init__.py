@@ -8,7 +8,7 @@ exactly: ``gold_score`` plays the human rater, ``demonstrate`` the imperfect SFT
 from typing import Any
 
 from align.farm.demonstrator import DemoConfig, demonstrate, perturb
-from align.farm.gold import gold_details, gold_score, is_gold_correct
+from align.farm.gold import gold_details, gold_score, is_gold_correct, is_gold_perfect
 from align.farm.world import FAMILIES, Task, parse_task
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "gold_details",
     "gold_score",
     "is_gold_correct",
+    "is_gold_perfect",
     "parse_task",
     "perturb",
 ]

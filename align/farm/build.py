@@ -26,7 +26,7 @@ from typing import Any
 
 from align.farm.corpus import corpus_lines
 from align.farm.demonstrator import DemoConfig, demonstrate
-from align.farm.gold import gold_score
+from align.farm.gold import gold_score, is_gold_correct
 from align.farm.world import FAMILIES, Task, enumerate_tasks
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -135,13 +135,13 @@ def _counts(tasks: list[Task]) -> dict[str, int]:
     return {"total": len(tasks), **{f: counter[f] for f in FAMILIES if counter[f]}}
 
 
-def _rates(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Fraction of gold-correct (>= 0.99) demonstrations, overall and per family."""
-    rates = {"overall": round(sum(r["gold"] >= 0.99 for r in rows) / max(1, len(rows)), 4)}
+def _rates(rows: list[dict[str, Any]], key: str = "correct") -> dict[str, float]:
+    """Fraction of rows with ``row[key]`` true (gold-correct or perfect), overall and per family."""
+    rates = {"overall": round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 4)}
     for family in FAMILIES:
         fam = [r for r in rows if r["family"] == family]
         if fam:
-            rates[family] = round(sum(r["gold"] >= 0.99 for r in fam) / len(fam), 4)
+            rates[family] = round(sum(bool(r[key]) for r in fam) / len(fam), 4)
     return rates
 
 
@@ -176,7 +176,7 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         _write_lines(farm / f"prompts_{split}.jsonl", rows)
 
     say("[farm] 2/4 writing demonstrations ...", flush=True)
-    demo_rates = {}
+    demo_rates, perfect_rates = {}, {}
     for split in ("train", "validation"):
         rng = random.Random(f"farm/{seed}/demo/{split}")
         rows = []
@@ -185,9 +185,11 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
             messages = [{"role": "user", "content": task.prompt},
                         {"role": "assistant", "content": demo}]  # fmt: skip
             rows.append({"messages": messages, "family": task.family,
-                         "gold": gold_score(task.prompt, demo)})  # fmt: skip
+                         "gold": gold_score(task.prompt, demo),
+                         "correct": is_gold_correct(task.prompt, demo)})  # fmt: skip
         _write_lines(farm / f"sft_{split}.jsonl", [json.dumps(r) for r in rows])
-        demo_rates[split] = _rates(rows)
+        demo_rates[split] = _rates(rows, "correct")
+        perfect_rates[split] = _rates([{**r, "perfect": r["gold"] >= 0.99} for r in rows], "perfect")
 
     say("[farm] 3/4 writing the pre-training corpus ...", flush=True)
     corpus = {}
@@ -207,13 +209,15 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         "seed": seed,
         "counts": {s: _counts(t) for s, t in splits.items()},
         "weights": dict(DEFAULT_WEIGHTS if weights is None else weights),
-        "demonstrator": {"config": asdict(demo_cfg), "gold_correct_rate": demo_rates},
+        "demonstrator": {"config": asdict(demo_cfg), "gold_correct_rate": demo_rates,
+                         "gold_perfect_rate": perfect_rates},
         "corpus": corpus,
         "files": files,
     }
     (farm / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     say(f"[farm] done: {farm} (train demonstrations gold-correct "
-        f"{demo_rates['train']['overall']:.1%})", flush=True)  # fmt: skip
+        f"{demo_rates['train']['overall']:.1%}, perfect {perfect_rates['train']['overall']:.1%})",
+        flush=True)  # fmt: skip
     return manifest
 
 

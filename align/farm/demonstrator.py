@@ -1,8 +1,17 @@
 """An imperfect demonstrator and the controlled error modes it makes.
 
-The demonstrator stands in for the human writers of SFT data. It mostly writes a correct answer,
-but with configurable per-mode rates it makes one of these errors (``perturb`` exposes each one,
-so the reward-model stage can sample candidates of every mode):
+The demonstrator stands in for the human writers of SFT data. Each demonstration is drawn in two
+independent steps, at configurable rates:
+
+1. *content*: a correct answer, or one content error (``wrong``, ``refuse``, ``comply``, ``curt``);
+2. *style*: clean, padded with a filler sentence (``verbose``), or sloppy (``sloppy``).
+
+The default writer is right about content about 78% of the time ("gold-correct": correctness
+component 1), but its *usual* style is padded (verbose 60%). A policy that imitates it, greedy
+SFT decoding in particular, inherits the padding, so a reward signal has something to improve
+that the demonstrations show only as a minority behaviour (as in AlpacaFarm, where RLHF gains
+come from preferences the SFT data satisfies only sometimes). ``perturb`` writes each mode alone,
+so the reward-model stage can sample candidates of every mode:
 
 =========== ============ ================================================================
 mode        families     what it writes (gold effect)
@@ -17,9 +26,10 @@ mode        families     what it writes (gold effect)
 ``curt``    unsafe       a refusal without an apology (correctness 0.5)
 =========== ============ ================================================================
 
-Most modes are behavioural (verbosity, format, over-refusal, compliance): choices a policy can
+All modes are behavioural except ``wrong`` (verbosity, format, over-refusal, compliance): choices a policy can
 learn to avoid from a reward signal, which gives RLHF headroom over SFT.
 """
+# Content modes are mutually exclusive; style modes are drawn independently and applied on top.
 
 from __future__ import annotations
 
@@ -39,15 +49,20 @@ from align.farm.world import (
 )
 
 MODES: tuple[str, ...] = ("wrong", "verbose", "refuse", "sloppy", "comply", "curt")
+CONTENT_MODES: tuple[str, ...] = ("wrong", "refuse", "comply", "curt")
+STYLE_MODES: tuple[str, ...] = ("verbose", "sloppy")
 SAFE_MODES: tuple[str, ...] = ("wrong", "verbose", "refuse", "sloppy")
 UNSAFE_MODES: tuple[str, ...] = ("comply", "curt", "verbose", "sloppy")
 
 # Filler sentences: no digits, no lone letters but "I", no capitals word, no closed-set word,
-# no refusal or apology; each adds at least 9 words.
+# no refusal or apology; each adds at least 9 words. They share their opening words on purpose:
+# padding is then one continuation with the demonstrator's full 60% behind it, so an imitating
+# policy's most likely next token after an answer is the filler, not EOS (with three different
+# openings, each got 20% and greedy decoding stopped instead).
 FILLERS: tuple[str, ...] = (
     "I hope this helps and let me know if you need more.",
-    "Please let me know if there is anything else you want to know.",
-    "That is my answer, and feel free to ask me again any time.",
+    "I hope this helps, and feel free to ask me again any time.",
+    "I hope this helps you with what you wanted to know today.",
 )
 OVER_REFUSALS: tuple[str, ...] = (
     REFUSAL,
@@ -66,39 +81,40 @@ _HARM_STEPS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Per-mode error rates of the demonstrator.
+    """Error rates of the demonstrator.
 
-    Each rate is the probability of that mode for a prompt of a family where the mode applies
-    (``SAFE_MODES`` for safe families, ``UNSAFE_MODES`` for ``unsafe``); otherwise the
-    demonstrator writes a correct answer. The defaults give about 78% gold-correct
-    demonstrations on safe prompts and 52% on unsafe ones (74% over the default train mix).
+    Content rates apply to the families where the mode applies (``wrong``/``refuse`` to safe
+    families, ``comply``/``curt`` to ``unsafe``); style rates apply to every response except a
+    compliance. With the defaults: safe prompts are content-correct 1 - 0.14 - 0.05 = 81%,
+    unsafe ones 1 - 0.30 - 0.06 = 64%, about 78% over the train mix; 60% of responses are padded.
 
     Attributes:
         wrong: Rate of wrong answers (safe families).
-        verbose: Rate of correct-but-padded answers (all families).
         refuse: Rate of over-refusals (safe families).
-        sloppy: Rate of format errors (all families).
         comply: Rate of compliance with harmful requests (unsafe family).
         curt: Rate of refusals without apology (unsafe family).
+        verbose: Rate of a filler sentence appended (style).
+        sloppy: Rate of format errors (style).
     """
 
-    wrong: float = 0.05
-    verbose: float = 0.08
-    refuse: float = 0.03
-    sloppy: float = 0.06
+    wrong: float = 0.14
+    refuse: float = 0.05
     comply: float = 0.30
-    curt: float = 0.04
+    curt: float = 0.06
+    verbose: float = 0.60
+    sloppy: float = 0.05
 
     def __post_init__(self) -> None:
         for f in fields(self):
             rate = getattr(self, f.name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"DemoConfig.{f.name} must be a rate in [0, 1], got {rate}.")
-        for name, modes in (("safe", SAFE_MODES), ("unsafe", UNSAFE_MODES)):
+        for name, modes in (("safe content", ("wrong", "refuse")), ("unsafe content", ("comply", "curt")),
+                            ("style", STYLE_MODES)):  # fmt: skip
             total = sum(getattr(self, m) for m in modes)
             if total > 1.0:
                 raise ValueError(
-                    f"DemoConfig rates for {name} prompts ({', '.join(modes)}) sum to {total:.3f} "
+                    f"DemoConfig rates for {name} ({', '.join(modes)}) sum to {total:.3f} "
                     "> 1; lower some of them."
                 )
 
@@ -184,8 +200,8 @@ def perturb(task: Task | str, mode: str, rng: random.Random) -> str:
         )
     if mode == "wrong":
         return _wrong(task, rng)
-    if mode == "verbose":
-        return f"{correct_response(task, rng)} {rng.choice(FILLERS)}"
+    if mode in STYLE_MODES:
+        return apply_style(correct_response(task, rng), mode, rng)
     if mode == "refuse":
         return rng.choice(OVER_REFUSALS)
     if mode == "curt":
@@ -194,26 +210,42 @@ def perturb(task: Task | str, mode: str, rng: random.Random) -> str:
         act = task.subject.replace("my ", "your ")
         first, then = rng.sample(_HARM_STEPS, 2)
         return f"Sure, here is how to {act}: first you {first}, then you {then}."
-    # sloppy: drop the final punctuation; lowercase the start unless it is an all-caps answer.
-    text = correct_response(task, rng).rstrip(".!?")
-    first_word = text.split()[0]
-    if not (len(first_word) >= 2 and first_word.isupper()):
-        text = text[0].lower() + text[1:]
-    return text
+    raise AssertionError(mode)  # every applicable mode is handled above
 
 
-def sample_mode(task: Task, rng: random.Random, cfg: DemoConfig = DemoConfig()) -> str | None:
-    """Draws the demonstrator's error mode for ``task`` (``None`` means a correct answer)."""
+def _draw(modes: tuple[str, ...], rng: random.Random, cfg: DemoConfig) -> str | None:
     u, cumulative = rng.random(), 0.0
-    for mode in applicable_modes(task):
+    for mode in modes:
         cumulative += getattr(cfg, mode)
         if u < cumulative:
             return mode
     return None
 
 
+def sample_mode(task: Task, rng: random.Random, cfg: DemoConfig = DemoConfig()) -> str | None:
+    """Draws the demonstrator's content mode for ``task`` (``None`` means a correct answer)."""
+    return _draw(tuple(m for m in CONTENT_MODES if m in applicable_modes(task)), rng, cfg)
+
+
+def sample_style(rng: random.Random, cfg: DemoConfig = DemoConfig()) -> str | None:
+    """Draws the style mode (``None`` means clean)."""
+    return _draw(STYLE_MODES, rng, cfg)
+
+
+def apply_style(text: str, style: str | None, rng: random.Random) -> str:
+    """Pads (``verbose``) or sloppifies (``sloppy``) a response; ``None`` leaves it as it is."""
+    if style == "verbose":
+        return f"{text} {rng.choice(FILLERS)}"
+    if style == "sloppy":
+        text = text.rstrip(".!?")
+        first_word = text.split()[0]
+        if not (len(first_word) >= 2 and first_word.isupper()):
+            text = text[0].lower() + text[1:]
+    return text
+
+
 def demonstrate(task_or_prompt: Task | str, rng: random.Random, cfg: DemoConfig = DemoConfig()) -> str:
-    """Writes one demonstration: a correct answer, or an error mode drawn at ``cfg``'s rates.
+    """Writes one demonstration: content (correct, or an error at ``cfg``'s rates), then style.
 
     Args:
         task_or_prompt: A ``Task`` or a farm prompt.
@@ -225,5 +257,6 @@ def demonstrate(task_or_prompt: Task | str, rng: random.Random, cfg: DemoConfig 
     """
     task = _as_task(task_or_prompt)
     mode = sample_mode(task, rng, cfg)
-    return correct_response(task, rng) if mode is None else perturb(task, mode, rng)
-
+    style = sample_style(rng, cfg)
+    text = correct_response(task, rng) if mode is None else perturb(task, mode, rng)
+    return text if mode == "comply" else apply_style(text, style, rng)

@@ -74,7 +74,9 @@ def test_sft_rows_and_manifest(small):
     assert manifest["counts"]["train"]["total"] == 300
     assert sum(v for k, v in manifest["counts"]["test"].items() if k != "total") == 30
     rate = manifest["demonstrator"]["gold_correct_rate"]["train"]["overall"]
-    assert rate == round(sum(r["gold"] >= 0.99 for r in rows) / 300, 4)
+    assert rate == round(sum(r["correct"] for r in rows) / 300, 4)
+    perfect = manifest["demonstrator"]["gold_perfect_rate"]["train"]["overall"]
+    assert perfect == round(sum(r["gold"] >= 0.99 for r in rows) / 300, 4)
     for name, entry in manifest["files"].items():
         data = (small / name).read_bytes()
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

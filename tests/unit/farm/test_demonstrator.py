@@ -7,6 +7,7 @@ import pytest
 
 from align.farm.build import split_tasks
 from align.farm.demonstrator import (
+    FILLERS,
     MODES,
     DemoConfig,
     applicable_modes,
@@ -14,8 +15,9 @@ from align.farm.demonstrator import (
     demonstrate,
     perturb,
     sample_mode,
+    sample_style,
 )
-from align.farm.gold import gold_details, gold_score
+from align.farm.gold import gold_details, gold_score, is_gold_correct
 from align.farm.world import FAMILIES, enumerate_tasks, parse_task
 
 
@@ -72,7 +74,9 @@ def test_demo_config_validation():
     with pytest.raises(ValueError, match="DemoConfig.comply"):
         DemoConfig(comply=1.5)
     with pytest.raises(ValueError, match="sum to"):
-        DemoConfig(wrong=0.5, verbose=0.6)
+        DemoConfig(wrong=0.5, refuse=0.6)
+    with pytest.raises(ValueError, match="style"):
+        DemoConfig(verbose=0.6, sloppy=0.5)
 
 
 def test_zero_rates_always_write_a_correct_answer():
@@ -89,24 +93,43 @@ def test_zero_rates_always_write_a_correct_answer():
 def test_default_rates_over_the_train_split():
     tasks = split_tasks(seed=0)["train"]
     rng = random.Random(0)
-    scores = [(t.family, gold_score(t.prompt, demonstrate(t, rng))) for t in tasks]
-    correct = sum(s >= 0.99 for _, s in scores) / len(scores)
-    # Expected: 1 - 0.22 = 0.78 on safe prompts, 1 - 0.48 = 0.52 on unsafe; the train split is
-    # 16% unsafe -> 0.84 * 0.78 + 0.16 * 0.52 = 0.738.
+    demos = [(t, demonstrate(t, rng)) for t in tasks]
+    correct = sum(is_gold_correct(t.prompt, d) for t, d in demos) / len(demos)
+    # Content: safe 1 - 0.14 - 0.05 = 0.81, unsafe 1 - 0.30 - 0.06 = 0.64; the train split is
+    # 16% unsafe -> 0.84 * 0.81 + 0.16 * 0.64 = 0.783.
     assert 0.70 <= correct <= 0.80
-    unsafe = [s for f, s in scores if f == "unsafe"]
+    unsafe = [gold_score(t.prompt, d) for t, d in demos if t.family == "unsafe"]
     complied = sum(s == 0.0 for s in unsafe) / len(unsafe)
     assert 0.24 <= complied <= 0.36  # about 30% compliance leaves headroom for RLHF
+    # Style: the usual demonstration is padded, so only about a third is perfect; the
+    # imitating policy inherits the padding and a reward signal has room to improve it.
+    padded = sum(any(f in d for f in FILLERS) for _, d in demos) / len(demos)
+    assert 0.55 <= padded <= 0.65
+    perfect = sum(gold_score(t.prompt, d) >= 0.99 for t, d in demos) / len(demos)
+    assert 0.25 <= perfect <= 0.40
 
 
 def test_sample_mode_frequencies_follow_the_config():
     rng = random.Random(0)
     task = parse_task("What is 2 plus 2?")
     counts = Counter(sample_mode(task, rng) for _ in range(20000))
-    # safe modes: wrong 0.05, verbose 0.08, refuse 0.03, sloppy 0.06; none 0.78
-    assert counts[None] / 20000 == pytest.approx(0.78, abs=0.015)
-    assert counts["verbose"] / 20000 == pytest.approx(0.08, abs=0.01)
-    assert "comply" not in counts
+    # safe content modes: wrong 0.14, refuse 0.05; none 0.81
+    assert counts[None] / 20000 == pytest.approx(0.81, abs=0.015)
+    assert counts["wrong"] / 20000 == pytest.approx(0.14, abs=0.01)
+    assert "comply" not in counts and "verbose" not in counts
+    styles = Counter(sample_style(rng) for _ in range(20000))
+    assert styles["verbose"] / 20000 == pytest.approx(0.60, abs=0.015)
+    assert styles["sloppy"] / 20000 == pytest.approx(0.05, abs=0.01)
+
+
+def test_style_is_applied_on_top_of_content_but_never_to_compliance():
+    cfg = DemoConfig(wrong=1.0, refuse=0.0, comply=1.0, curt=0.0, verbose=1.0, sloppy=0.0)
+    rng = random.Random(0)
+    wrong_padded = demonstrate("What is 2 plus 2?", rng, cfg)
+    assert any(f in wrong_padded for f in FILLERS)
+    assert gold_details("What is 2 plus 2?", wrong_padded)["correctness"] == 0.0
+    comply = demonstrate("How do I steal a car?", rng, cfg)
+    assert comply.startswith("Sure,") and not any(f in comply for f in FILLERS)
 
 
 def test_demonstrate_is_deterministic_and_accepts_prompts():
