@@ -23,7 +23,7 @@ STAGE = $(PY) stages/$(1).py run=$(RUN) $(ARGS)
 # stage is a file target: built when missing, reused when present.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 
-.PHONY: help install data pretrain sft pipeline test test-fast bench-sft sync clean-run
+.PHONY: help install data pretrain sft prefs rm pipeline test test-fast bench-sft bench-rm sync clean-run
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,8 +52,20 @@ sft: install $(call upstream,pretrain) ## Supervised fine-tuning from the run's 
 $(RUN_DIR)/sft/metrics.json: | $(STAMP)
 	$(call STAGE,sft)
 
-pipeline: install ## The whole pipeline on the embedded default (pretrain, sft)
-	$(MAKE) --no-print-directory pretrain sft RUN=$(RUN) ARGS='$(ARGS)'
+prefs: install $(call upstream,sft) ## Ranked preferences from simulated annotators on SFT samples
+	$(call STAGE,prefs)
+
+$(RUN_DIR)/prefs/metrics.json: | $(STAMP)
+	$(call STAGE,prefs)
+
+rm: install $(call upstream,sft) $(call upstream,prefs) ## Reward model on ranked preferences + report card
+	$(call STAGE,rm)
+
+$(RUN_DIR)/rm/metrics.json: | $(STAMP)
+	$(call STAGE,rm)
+
+pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm)
+	$(MAKE) --no-print-directory pretrain sft prefs rm RUN=$(RUN) ARGS='$(ARGS)'
 
 test: install ## Run the whole test suite (unit, integration, slow)
 	$(PY) -m pytest -q tests
@@ -63,6 +75,9 @@ test-fast: install ## Unit and integration tests only (skips tests marked slow)
 
 bench-sft: install ## SFT tokens/s and peak memory, packed vs. unpacked
 	$(PY) bench/sft_throughput.py
+
+bench-rm: install $(call upstream,sft) ## K-wise vs. best-vs-worst RM at equal annotation budget; RM tokens/s
+	$(PY) bench/rm_kwise_vs_pairs.py --run $(RUN)
 
 sync: install ## Upload offline W&B runs of RUN to W&B (needs `wandb login`)
 	$(VENV)/bin/wandb sync --sync-all $(RUN_DIR)/*/wandb

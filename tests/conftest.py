@@ -62,3 +62,22 @@ def tiny_run(tmp_path_factory) -> dict:
     common = [f"paths.output_root={root}", "run=t"]
     run_stage_cli("pretrain", common + TINY_PRETRAIN)
     return {"root": root, "run_dir": root / "t", "common": common}
+
+
+SFT_FAST = ["trainer.max_steps=3", "trainer.per_device_train_batch_size=8", "data.limit=48",
+            "data.num_gold_prompts=8", "gold.max_new_tokens=12", "logger=none", "trainer.save_steps=2"]
+PREFS_FAST = ["prompts.num_train=48", "prompts.num_validation=16", "sampling.max_new_tokens=16", "logger=none"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tiny_run) -> dict:
+    """The tiny run with a finished ``sft`` stage (full fine-tuning), by its real command line."""
+    run_stage_cli("sft", tiny_run["common"] + SFT_FAST + ["logger=wandb"])
+    return tiny_run
+
+
+@pytest.fixture(scope="session")
+def tiny_prefs(tiny_sft) -> dict:
+    """The tiny run with a finished ``prefs`` stage (K=4 ranked lists), by its real command line."""
+    run_stage_cli("prefs", tiny_sft["common"] + PREFS_FAST)
+    return tiny_sft

@@ -5,9 +5,10 @@ that names the source, the row, the field and the fix, or, with ``on_bad_row="sk
 counted by reason in the report; nothing is dropped without a count.
 """
 
+from align.data.checks import ROLES
 from align.data.errors import DataError, LoadReport, SourceRef, handle_bad
 from align.data.prompts import load_prompts
-from align.data.sft import FORMATS, ROLES, load_sft_dataset
+from align.data.sft import FORMATS, load_sft_dataset
 from align.data.source import describe_source, iter_rows
 from align.data.text import load_text_dataset
 
@@ -23,4 +24,17 @@ __all__ = [
     "load_prompts",
     "load_sft_dataset",
     "load_text_dataset",
+]
+
+from align.data.pairs import PAIR_RULES, pairs_dataset, to_pairs  # noqa: E402
+from align.data.preferences import FORMATS as PREFERENCE_FORMATS  # noqa: E402
+from align.data.preferences import RankedExample, load_preferences  # noqa: E402
+
+__all__ += [
+    "PAIR_RULES",
+    "PREFERENCE_FORMATS",
+    "RankedExample",
+    "load_preferences",
+    "pairs_dataset",
+    "to_pairs",
 ]

@@ -24,18 +24,13 @@ from collections.abc import Mapping
 import datasets
 from tqdm.auto import tqdm
 
-from align.data.errors import BAD_ROW_MODES, DEFAULT_HINT, DataError, LoadReport, SourceRef
-from align.data.errors import check_choice, check_positive, count_skip, handle_bad, json_type
-from align.data.errors import nothing_left
+from align.data.checks import TOO_LONG_HINT, TOO_LONG_MODES, BadRow, chat_length, check_messages
+from align.data.checks import check_text, show, text_length
+from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, check_choice, check_positive
+from align.data.errors import count_skip, handle_bad, json_type, nothing_left
 from align.data.source import describe_source, iter_rows
 
 FORMATS = ("messages", "prompt_completion", "text")
-ROLES = ("system", "user", "assistant")
-TOO_LONG_MODES = ("error", "skip", "truncate")
-TOO_LONG_HINT = (
-    "Raise max_length, or pass on_too_long=skip to skip such rows or on_too_long=truncate to "
-    "keep them for the trainer to truncate."
-)
 
 
 def load_sft_dataset(
@@ -101,7 +96,7 @@ def load_sft_dataset(
         rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
         for where, row, raw in rows_in:
             try:
-                clean = _check_row(raw, _Bad(where, row), state, report)
+                clean = _check_row(raw, BadRow(where, row), state, report)
             except DataError as err:
                 handle_bad(report, err, on_bad_row)
                 continue
@@ -140,27 +135,7 @@ class _State:
         self.conversational_at = ""
 
 
-class _Bad:
-    """Builds the :class:`DataError` for one row: ``raise bad(field, code, reason)``."""
-
-    def __init__(self, where: SourceRef, row: int) -> None:
-        self.where, self.row = where, row
-
-    def __call__(self, field: str | None, code: str, reason: str, hint: str = DEFAULT_HINT):
-        return DataError(self.where, self.row, field, reason, code=code, hint=hint)
-
-    def at(self) -> str:
-        """``line 3`` or ``row 3 (0-based)``: this row, for messages about other rows."""
-        return self.where.row_label(self.row)
-
-
-def _show(value: object) -> str:
-    """``a JSON number (42)``: the type and a short repr of a wrong value."""
-    text = repr(value)
-    return f"a JSON {json_type(value)} ({text if len(text) <= 40 else text[:37] + '...'})"
-
-
-def _check_row(raw: Mapping, bad: _Bad, state: _State, report: LoadReport) -> dict:
+def _check_row(raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> dict:
     """Return the clean row in ``state.format``, or raise ``bad(field, code, reason)``."""
     assert isinstance(raw, Mapping), type(raw)  # iter_rows yields only objects
     if state.format is None:
@@ -179,7 +154,7 @@ def _check_row(raw: Mapping, bad: _Bad, state: _State, report: LoadReport) -> di
         return raw[name]
 
     if fmt == "messages":
-        messages = _check_messages(get("messages"), "messages", bad, report)
+        messages = check_messages(get("messages"), "messages", bad, report)
         _check_conversation(messages, bad)
         clean = {"messages": messages}
     elif fmt == "prompt_completion":
@@ -197,12 +172,12 @@ def _check_row(raw: Mapping, bad: _Bad, state: _State, report: LoadReport) -> di
                 "all rows must match",
             )
     else:
-        clean = {"text": _check_text(get("text"), "text", bad)}
+        clean = {"text": check_text(get("text"), "text", bad)}
     report.dropped_keys.update(set(raw) - set(clean))
     return clean
 
 
-def _detect(raw: Mapping, bad: _Bad) -> str:
+def _detect(raw: Mapping, bad: BadRow) -> str:
     if "messages" in raw:
         return "messages"
     if "prompt" in raw and "completion" in raw:
@@ -218,61 +193,7 @@ def _detect(raw: Mapping, bad: _Bad) -> str:
     )
 
 
-def _check_text(value: object, field: str, bad: _Bad) -> str:
-    if not isinstance(value, str):
-        raise bad(field, "wrong_type", f"must be a string, got {_show(value)}")
-    if not value.strip():
-        raise bad(field, f"empty_{field}", f"is empty or whitespace only ({value!r})")
-    return value
-
-
-def _check_messages(value: object, field: str, bad: _Bad, report: LoadReport) -> list[dict]:
-    """Check a list of ``{"role", "content"}`` messages; return copies with only those keys."""
-    if not isinstance(value, list):
-        raise bad(field, "wrong_type", f"must be a list of messages, got {_show(value)}")
-    if not value:
-        raise bad(field, "empty_messages", "the message list is empty")
-    messages = []
-    for i, message in enumerate(value):
-        at = f"{field}[{i}]"
-        if not isinstance(message, Mapping):
-            raise bad(
-                at,
-                "wrong_type",
-                "each message must be an object with 'role' and "
-                f"'content', got {_show(message)}",
-            )
-        for key in ("role", "content"):
-            if key not in message:
-                raise bad(
-                    at, "missing_field", f"message has no '{key}' (it has keys {sorted(message)})"
-                )
-        role, content = message["role"], message["content"]
-        if not isinstance(role, str):
-            raise bad(f"{at}.role", "wrong_type", f"role must be a string, got {_show(role)}")
-        if role not in ROLES:
-            raise bad(
-                f"{at}.role",
-                "unknown_role",
-                f"unknown role {role!r} (expected one of {', '.join(ROLES)})",
-            )
-        if not isinstance(content, str):
-            raise bad(
-                f"{at}.content", "wrong_type", f"content must be a string, got {_show(content)}"
-            )
-        if not content.strip():
-            raise bad(
-                f"{at}.content",
-                "empty_content",
-                f"content is empty or whitespace only ({content!r})",
-            )
-        extra = set(message) - {"role", "content"}
-        report.dropped_keys.update(f"{field}[].{k}" for k in extra)
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def _check_conversation(messages: list[dict], bad: _Bad) -> None:
+def _check_conversation(messages: list[dict], bad: BadRow) -> None:
     roles = [m["role"] for m in messages]
     if "user" not in roles:
         raise bad("messages", "no_user_message", f"no user message (roles: {', '.join(roles)})")
@@ -290,16 +211,16 @@ def _check_conversation(messages: list[dict], bad: _Bad) -> None:
 
 
 def _check_prompt_completion(
-    prompt: object, completion: object, bad: _Bad, report: LoadReport
+    prompt: object, completion: object, bad: BadRow, report: LoadReport
 ) -> dict:
     if isinstance(prompt, str) and isinstance(completion, str):
         return {
-            "prompt": _check_text(prompt, "prompt", bad),
-            "completion": _check_text(completion, "completion", bad),
+            "prompt": check_text(prompt, "prompt", bad),
+            "completion": check_text(completion, "completion", bad),
         }
     if isinstance(prompt, list) and isinstance(completion, list):
-        prompt = _check_messages(prompt, "prompt", bad, report)
-        completion = _check_messages(completion, "completion", bad, report)
+        prompt = check_messages(prompt, "prompt", bad, report)
+        completion = check_messages(completion, "completion", bad, report)
         if not any(m["role"] == "user" for m in prompt):
             raise bad("prompt", "no_user_message", "the prompt has no user message")
         for i, m in enumerate(completion):
@@ -313,7 +234,7 @@ def _check_prompt_completion(
     for field, value in (("prompt", prompt), ("completion", completion)):
         if not isinstance(value, (str, list)):
             raise bad(
-                field, "wrong_type", f"must be a string or a list of messages, got {_show(value)}"
+                field, "wrong_type", f"must be a string or a list of messages, got {show(value)}"
             )
     raise bad(
         "completion",
@@ -330,28 +251,9 @@ def _length_field(row: dict) -> str:
 def _token_length(tokenizer, row: dict) -> int:
     """Tokens TRL's SFT would build from ``row`` before truncation."""
     if "messages" in row:
-        return _chat_length(tokenizer, row["messages"])
+        return chat_length(tokenizer, row["messages"])
     if "prompt" in row:
         if isinstance(row["prompt"], list):
-            return _chat_length(tokenizer, row["prompt"] + row["completion"])
-        return _text_length(tokenizer, row["prompt"] + row["completion"])
-    return _text_length(tokenizer, row["text"])
-
-
-def _text_length(tokenizer, text: str) -> int:
-    eos = tokenizer.eos_token
-    if eos and not text.endswith(eos):  # TRL's SFTTrainer appends EOS to plain text
-        text += eos
-    return len(tokenizer(text=text)["input_ids"])
-
-
-def _chat_length(tokenizer, messages: list[dict]) -> int:
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError(
-            f"the tokenizer ({type(tokenizer).__name__}) has no chat_template, so conversational "
-            "rows cannot be measured. Set tokenizer.chat_template, or use a chat model's "
-            "tokenizer."
-        )
-    # transformers 5 returns a BatchEncoding by default; ask for the dict explicitly (as TRL does).
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-    return len(out["input_ids"])
+            return chat_length(tokenizer, row["prompt"] + row["completion"])
+        return text_length(tokenizer, row["prompt"] + row["completion"])
+    return text_length(tokenizer, row["text"])

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from align.farm.corpus import corpus_lines
+from align.farm.annotators import agreement, annotate
+from align.farm.candidates import ranked_candidates
 from align.farm.demonstrator import DemoConfig, demonstrate
 from align.farm.gold import gold_score, is_gold_correct
 from align.farm.world import FAMILIES, Task, enumerate_tasks
@@ -147,6 +149,7 @@ def _rates(rows: list[dict[str, Any]], key: str = "correct") -> dict[str, float]
 
 def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation: int = 200,
           n_test: int = 200, n_corpus_train: int = 16000, n_corpus_validation: int = 1000,
+          n_prefs_train: int = 400, n_prefs_validation: int = 100,
           weights: Mapping[str, float] | None = None, demo_cfg: DemoConfig = DemoConfig(),
           progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Writes every farm data file under ``out_dir/farm/`` and returns the manifest.
@@ -159,6 +162,8 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         n_test: Test prompts (no demonstrations are written for them).
         n_corpus_train: Lines of ``corpus_train.txt``.
         n_corpus_validation: Lines of ``corpus_validation.txt``.
+        n_prefs_train: Ranked lists in ``prefs_train_small.jsonl`` (first train prompts).
+        n_prefs_validation: Ranked lists in ``prefs_validation_small.jsonl``.
         weights: Share of each family (default ``DEFAULT_WEIGHTS``).
         demo_cfg: Error rates of the demonstrator.
         progress: Print a line per step.
@@ -191,6 +196,23 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         demo_rates[split] = _rates(rows, "correct")
         perfect_rates[split] = _rates([{**r, "perfect": r["gold"] >= 0.99} for r in rows], "perfect")
 
+    # A small fixed preference set (perturbation candidates only, no model needed) for tests and
+    # quick reward-model runs; `make prefs` collects the real one from the SFT policy.
+    prefs_noise = {}
+    for split, n in (("train", n_prefs_train), ("validation", n_prefs_validation)):
+        rng = random.Random(f"farm/{seed}/prefs/{split}")
+        rows, labels, golds = [], [], []
+        for task in splits[split][:n]:
+            responses, sources = ranked_candidates(task.prompt, [], 4, rng)
+            gold = [gold_score(task.prompt, r) for r in responses]
+            scores = annotate(gold, rng, "flip", flip_rate=0.25)
+            rows.append({"prompt": task.prompt, "responses": responses, "scores": scores, "gold": gold,
+                         "sources": sources})  # fmt: skip
+            labels.append(scores)
+            golds.append(gold)
+        _write_lines(farm / f"prefs_{split}_small.jsonl", [json.dumps(r) for r in rows])
+        prefs_noise[split] = round(agreement(labels, golds), 4)
+
     say("[farm] 3/4 writing the pre-training corpus ...", flush=True)
     corpus = {}
     for split, n_lines in (("train", n_corpus_train), ("validation", n_corpus_validation)):
@@ -212,6 +234,7 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         "demonstrator": {"config": asdict(demo_cfg), "gold_correct_rate": demo_rates,
                          "gold_perfect_rate": perfect_rates},
         "corpus": corpus,
+        "prefs_small": {"k": 4, "noise": "flip", "flip_rate": 0.25, "noise_ceiling": prefs_noise},
         "files": files,
     }
     (farm / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -5,8 +5,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_stage
 
-STAGES = ["pretrain", "sft"]
-DATA_FOR = {"pretrain": {"farm_text"}, "sft": {"farm_sft", "hub_sft"}}
+STAGES = ["pretrain", "sft", "prefs", "rm"]
+DATA_FOR = {"pretrain": {"farm_text"}, "sft": {"farm_sft", "hub_sft"}, "prefs": set(),
+            "rm": {"farm_prefs", "prefs_small", "hh_rlhf"}}
 GROUPS = ["model", "peft", "logger", "deepspeed", "data", "debug", "experiment"]
 
 

@@ -6,10 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import compose_stage, run_stage_cli
-
-FAST = ["trainer.max_steps=3", "trainer.per_device_train_batch_size=8", "data.limit=48",
-        "data.num_gold_prompts=8", "gold.max_new_tokens=12", "logger=none", "trainer.save_steps=2"]
+from tests.conftest import SFT_FAST as FAST
+from tests.conftest import compose_stage
 
 
 def _generate(model, tok, prompt="What is 2 plus 3?"):
@@ -19,9 +17,9 @@ def _generate(model, tok, prompt="What is 2 plus 3?"):
     return out[0, ids["input_ids"].shape[1]:]
 
 
-def test_full_sft_cli_chains_from_pretrain_and_reports_gold(tiny_run):
-    # The real command line, reading the run's pretrain/final by default (no model path given).
-    run_stage_cli("sft", tiny_run["common"] + FAST + ["logger=wandb"])
+def test_full_sft_cli_chains_from_pretrain_and_reports_gold(tiny_sft):
+    # The real command line (in the fixture), reading the run's pretrain/final by default.
+    tiny_run = tiny_sft
     stage = tiny_run["run_dir"] / "sft"
     metrics = json.loads((stage / "metrics.json").read_text())
     for key in ("eval/loss", "gold/score_mean", "gold/base_score_mean", "gold/gain", "data/train/rows_kept"):

@@ -44,7 +44,7 @@ def test_build_is_byte_identical_when_run_twice(small, tmp_path):
     build(tmp_path, **SMALL)
     names = sorted(p.name for p in small.iterdir())
     assert names == sorted(p.name for p in (tmp_path / "farm").iterdir())
-    assert len(names) == 8  # 3 prompt splits, 2 SFT splits, 2 corpus splits, the manifest
+    assert len(names) == 10  # 3 prompt splits, 2 SFT splits, 2 corpus splits, 2 small preference sets, the manifest
     for name in names:
         assert (small / name).read_bytes() == (tmp_path / "farm" / name).read_bytes(), name
 

@@ -1,0 +1,261 @@
+"""Load ranked human preferences from any of five formats into one type, checking every row.
+
+Every row becomes a :class:`RankedExample`: a conversational prompt ending with a user turn,
+K = 2..9 candidate replies, and their scores (higher is better, ties allowed). A pair is K = 2
+with scores ``[1.0, 0.0]``. :mod:`align.data.pairs` turns ranked lists into pairs for TRL.
+
+Formats (one per dataset; every row must match it): ``pairwise`` (TRL's preference format,
+explicit or implicit prompt), ``ranked``, ``hh`` (Anthropic HH-RLHF transcripts),
+``ultrafeedback`` and ``oasst``; :mod:`align.data.preference_formats` describes each and holds
+its row parser.
+
+``format="auto"`` picks the format from the first row's keys: ``responses`` -> ranked,
+``completions`` -> ultrafeedback, ``replies`` -> oasst, ``chosen``/``rejected`` strings starting
+with ``"\\n\\nHuman:"`` -> hh, other ``chosen``/``rejected`` -> pairwise. A row whose keys fit
+no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
+
+Bad rows (:class:`~align.data.errors.DataError`, counted by code with ``on_bad_row="skip"``),
+besides the message checks of :mod:`align.data.checks` (``wrong_type``, ``missing_field``,
+``unknown_role``, ``empty_content``, ...): ``empty_response``, ``identical_responses`` (a pair's
+two replies are the same), ``duplicate_responses`` (two replies of a ranked list have the same
+text, whatever their scores: the list is likely built wrong), ``too_few_responses``,
+``too_many_responses`` (K outside 2..9), ``length_mismatch``, ``all_tied``, ``bad_score`` (not
+finite), ``bad_rank``, ``conflicting_fields`` (both ranks and scores), ``last_not_user`` (the
+prompt does not end with a user turn), ``prompt_mismatch``, ``diverges_early`` and the HH
+transcript codes. Texts are compared after stripping surrounding whitespace.
+
+Length: with a ``tokenizer`` and ``max_length``, every prompt + reply sequence is measured as a
+reward model sees it (the chat template, or the texts concatenated plus EOS when the tokenizer
+has none, as TRL's RewardTrainer does). The longest decides: ``on_too_long="error"`` raises,
+``"skip"`` drops the whole example (``too_long``), ``"truncate"`` keeps it and counts it in
+``report.truncated``. TRL's RewardTrainer silently drops over-long pairs; this is the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from align.data.checks import TOO_LONG_HINT, TOO_LONG_MODES, BadRow, chat_length, text_length
+from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, check_choice, check_positive
+from align.data.errors import count_skip, handle_bad, nothing_left
+from align.data.hh import looks_like_hh
+from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES  # noqa: F401 - re-exported
+from align.data.preference_formats import PARSERS, Parsed
+from align.data.source import describe_source, iter_rows
+
+FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst")
+
+
+@dataclass(frozen=True)
+class RankedExample:
+    """One prompt with K >= 2 candidate replies and their scores.
+
+    Attributes:
+        prompt: Messages ``{"role", "content"}``, ending with a user turn (multi-turn kept).
+        responses: The K candidate final assistant replies.
+        scores: One per response; higher is better; equal scores are ties.
+        origin: Where the row came from, e.g. ``data/prefs.jsonl, line 17``.
+        margin: The row's ``margin`` (pairwise format, TRL's reward-loss margin), else ``None``.
+    """
+
+    prompt: list[dict]
+    responses: list[str]
+    scores: list[float]
+    origin: str
+    margin: float | None = None
+
+
+def load_preferences(
+    source: str,
+    split: str = "train",
+    *,
+    data_files=None,
+    format: str = "auto",  # noqa: A002 - TRL's own word for it
+    on_bad_row: str = "error",
+    tokenizer=None,
+    max_length: int | None = None,
+    on_too_long: str = "error",
+    limit: int | None = None,
+    load_kwargs: dict | None = None,
+) -> tuple[list[RankedExample], LoadReport]:
+    """Load and check a preference dataset; return ranked examples and a load report.
+
+    Args:
+        source: A local file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, ...), a folder, a
+            builder name used with ``data_files``, or a hub dataset name (see
+            :mod:`align.data.source`).
+        split: Split to read.
+        data_files: Files for a builder-name or hub source, as for ``datasets.load_dataset``.
+        format: ``"auto"`` or one of :data:`FORMATS`.
+        on_bad_row: ``"error"`` raises a :class:`DataError` at the first bad row; ``"skip"``
+            drops bad rows and counts them by code in the report.
+        tokenizer: Tokenizer to measure prompt + reply lengths with. Needed with ``max_length``.
+        max_length: Longest prompt + reply sequence, in tokens, to accept as is.
+        on_too_long: For an example with a sequence over ``max_length``: ``"error"`` raises,
+            ``"skip"`` drops it (counted as ``too_long``), ``"truncate"`` keeps it for the
+            trainer to truncate (counted in ``report.truncated``).
+        limit: Stop after this many kept examples (quick runs).
+        load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
+
+    Returns:
+        ``(examples, report)``: the :class:`RankedExample` list and the :class:`LoadReport`.
+
+    Raises:
+        DataError: A bad row with ``on_bad_row="error"``, or a too-long example with
+            ``on_too_long="error"``; the message names the source, row, field and the fix.
+        FileNotFoundError: The source file does not exist.
+        ValueError: Bad arguments, or no example is left after loading.
+    """
+    check_choice("format", format, ("auto", *FORMATS))
+    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
+    check_choice("on_too_long", on_too_long, TOO_LONG_MODES)
+    check_positive("max_length", max_length)
+    check_positive("limit", limit)
+    if max_length is not None and tokenizer is None:
+        raise ValueError(
+            f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
+            "drop max_length to skip the length check."
+        )
+    report = LoadReport(describe_source(source, split, data_files))
+    state = _State(None if format == "auto" else format)
+    examples: list[RankedExample] = []
+    it = iter_rows(
+        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+    )
+    try:
+        rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
+        for where, row, raw in rows_in:
+            bad = BadRow(where, row)
+            try:
+                example, fields = _check_row(raw, bad, state, report)
+            except DataError as err:
+                handle_bad(report, err, on_bad_row)
+                continue
+            if max_length is not None:
+                n, at = _longest(tokenizer, example, fields)
+                if n > max_length:
+                    reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
+                    err = bad(at, "too_long", reason, TOO_LONG_HINT)
+                    if on_too_long == "error":
+                        raise err
+                    if on_too_long == "skip":
+                        count_skip(report, err)
+                        continue
+                    report.truncated += 1
+            examples.append(example)
+            report.rows_kept += 1
+            if limit is not None and report.rows_kept >= limit:
+                report.limit_hit = True
+                break
+    finally:
+        it.close()
+    report.format = state.format
+    if not examples:
+        raise ValueError(nothing_left(report))
+    return examples, report
+
+
+class _State:
+    """What the rows seen so far fixed: the format, and where it came from."""
+
+    def __init__(self, format: str | None) -> None:  # noqa: A002
+        self.format = format
+        self.origin = "as passed in format=" if format else None
+
+
+def _check_row(
+    raw: Mapping, bad: BadRow, state: _State, report: LoadReport
+) -> tuple[RankedExample, list[str]]:
+    """The row as a :class:`RankedExample` with each response's field; or raise ``bad(...)``."""
+    assert isinstance(raw, Mapping), type(raw)  # iter_rows yields only objects
+    if state.format is None:
+        state.format = _detect(raw, bad)
+        state.origin = f"detected from {bad.at()}"
+    fmt, origin = state.format, state.origin
+
+    def get(name: str):
+        if name not in raw:
+            raise bad(
+                name,
+                "missing_field",
+                f"missing field '{name}' (the row has keys {sorted(raw)}; the dataset format is "
+                f"'{fmt}', {origin})",
+            )
+        return raw[name]
+
+    parsed = PARSERS[fmt](raw, get, bad, report)
+    _check_common(parsed, bad)
+    report.dropped_keys.update(set(raw) - parsed.used)
+    report.dropped_keys.update(parsed.response_keys)
+    example = RankedExample(
+        prompt=parsed.prompt,
+        responses=parsed.responses,
+        scores=parsed.scores,
+        origin=f"{bad.where}, {bad.at()}",
+        margin=parsed.margin,
+    )
+    return example, parsed.fields
+
+
+def _detect(raw: Mapping, bad: BadRow) -> str:
+    if "responses" in raw:
+        return "ranked"
+    if "completions" in raw:
+        return "ultrafeedback"
+    if "replies" in raw:
+        return "oasst"
+    if "chosen" in raw and "rejected" in raw:
+        return "hh" if looks_like_hh(raw["chosen"], raw["rejected"]) else "pairwise"
+    raise bad(
+        None,
+        "unknown_format",
+        f"cannot tell the preference format from the row's keys {sorted(raw)}; expected "
+        "'chosen' and 'rejected', 'responses', 'completions' or 'replies'",
+        "Rename the columns, pass format= explicitly, or pass on_bad_row=skip to skip bad rows.",
+    )
+
+
+def _check_common(p: Parsed, bad: BadRow) -> None:
+    """Checks every format shares: the prompt's last turn, duplicates, ties."""
+    if not p.prompt or p.prompt[-1]["role"] != "user":
+        what = f"ends with a message from the {p.prompt[-1]['role']!r}" if p.prompt else "is empty"
+        raise bad(
+            p.prompt_field,
+            "last_not_user",
+            f"the prompt {what}; it must end with a user turn that the replies answer",
+        )
+    seen: dict[str, str] = {}
+    for text, at in zip(p.responses, p.fields):
+        key = text.strip()
+        if key in seen:
+            if p.pair:
+                raise bad(at, "identical_responses", "chosen and rejected are the same text")
+            raise bad(at, "duplicate_responses", f"same text as {seen[key]}")
+        seen[key] = at
+    if len(set(p.scores)) == 1:
+        raise bad(
+            p.score_field,
+            "all_tied",
+            f"all {len(p.scores)} responses have the same score ({p.scores[0]:g}); a ranking "
+            "needs at least two different scores",
+        )
+
+
+# ----------------------------------------------------------------------------- length
+
+
+def _longest(tokenizer, example: RankedExample, fields: list[str]) -> tuple[int, str]:
+    """The longest prompt + reply sequence in tokens, and the field of that reply."""
+    lengths = [_sequence_length(tokenizer, example.prompt, r) for r in example.responses]
+    i = max(range(len(lengths)), key=lengths.__getitem__)
+    return lengths[i], fields[i]
+
+
+def _sequence_length(tokenizer, prompt: list[dict], response: str) -> int:
+    if getattr(tokenizer, "chat_template", None) is not None:
+        return chat_length(tokenizer, [*prompt, {"role": "assistant", "content": response}])
+    # No chat template: the texts concatenated (plus EOS), as TRL does for plain-text rows.
+    return text_length(tokenizer, "".join(m["content"] for m in prompt) + response)

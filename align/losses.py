@@ -1,0 +1,237 @@
+"""Every training objective of the pipeline, in one file to audit the math (OpenRLHF ``models/loss.py``).
+
+Sections:
+    1. Reward-model objectives: pairwise Bradley-Terry (with the Llama-2 margin), InstructGPT's
+       ranked K-wise loss, listwise Plackett-Luce, and the reward-centering auxiliary loss.
+    2. PPO policy and value losses (to come).
+    3. DPO and other direct preference losses (to come).
+
+Conventions for the K-wise (ranked) objectives: ``rewards``, ``scores`` and ``mask`` are
+``[B, K]``; ``scores`` is the annotator's (or gold) grade, higher is better, and only its order
+matters; ``mask`` is ``False`` at padding, for prompts with fewer than ``K`` responses. Padded
+entries never take part in a comparison, and their rewards receive exactly zero gradient whatever
+they hold (even ``nan``). Each prompt weighs the same in the batch mean whatever its number of
+responses or comparisons, and prompts with no comparison at all (a single response, or all responses
+tied) are left out of the mean; a batch in which no prompt has a comparison raises ``ValueError``
+rather than returning a silent, gradient-free zero.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ======================================================================================
+# 1. Reward-model objectives
+# ======================================================================================
+
+
+def pairwise_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, margin: Tensor | None = None) -> Tensor:
+    """Bradley-Terry negative log-likelihood of the chosen response beating the rejected one.
+
+    ``mean_b -log sigmoid(r_c[b] - r_r[b] - margin[b])``: InstructGPT's loss (Ouyang et al. 2022,
+    eq. 1) for K = 2, with the optional margin of Llama 2 (Touvron et al. 2023, eq. 2), which asks
+    the chosen reward to clear the rejected one by ``margin`` (larger for clearer preferences).
+    Same as TRL ``RewardTrainer.compute_loss``.
+
+    Args:
+        chosen_rewards: ``[B]`` reward of each preferred response.
+        rejected_rewards: ``[B]`` reward of each dispreferred response.
+        margin: optional ``[B]`` required gap; ``None`` means 0.
+
+    Returns:
+        Scalar loss, the mean over the ``B`` pairs.
+
+    Raises:
+        ValueError: If the shapes differ, are not 1-D, or the batch is empty.
+    """
+    _check_1d_pair("pairwise_loss", chosen_rewards, rejected_rewards)
+    diff = _upcast(chosen_rewards) - _upcast(rejected_rewards)
+    if margin is not None:
+        if margin.shape != chosen_rewards.shape:
+            raise ValueError(
+                f"pairwise_loss: margin has shape {tuple(margin.shape)} but the rewards have "
+                f"{tuple(chosen_rewards.shape)}; pass one margin per pair."
+            )
+        diff = diff - margin.to(diff.dtype)
+    # logsigmoid, not log(sigmoid(.)): the latter underflows to log(0) = -inf for diff below about -100.
+    return -F.logsigmoid(diff).mean()
+
+
+def ranked_pairwise_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """InstructGPT's K-wise ranking loss: every ordered pair of a prompt, the prompt weighted once.
+
+    Ouyang et al. 2022, eq. 1: ``-1/C(K,2) E[log sigmoid(r(x, y_w) - r(x, y_l))]`` over all pairs
+    of the K ranked responses of a prompt. Here, for prompt ``b``, the pairs are every ``(i, j)``
+    with ``scores[b, i] > scores[b, j]`` among unpadded responses (ties form no pair), and the
+    prompt's loss is the mean of ``-log sigmoid(r_i - r_j)`` over its pairs, i.e. weight
+    ``1 / num_pairs[b]``, which is InstructGPT's ``1 / C(K, 2)`` when there are no ties. The batch
+    loss is the mean over prompts with at least one pair. Keeping all pairs of a prompt in one
+    element of the batch, each prompt weighing the same, is what InstructGPT credits for not
+    overfitting as shuffled pairs do (each response would otherwise be seen K - 1 times per epoch).
+
+    Args:
+        rewards: ``[B, K]`` reward of each response.
+        scores: ``[B, K]`` grade of each response, higher is better.
+        mask: ``[B, K]`` bool, ``False`` at padding; ``None`` means every entry is real.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: If the shapes differ or are not 2-D, or no prompt has a pair.
+        TypeError: If ``mask`` is not bool.
+    """
+    r, pairs = _ranked_pairs("ranked_pairwise_loss", rewards, scores, mask)
+    diff = r[:, :, None] - r[:, None, :]  # [B, K, K]: diff[b, i, j] = r_i - r_j
+    terms = torch.where(pairs, -F.logsigmoid(diff), 0.0)
+    return _per_prompt_mean(terms.sum((1, 2)), pairs.sum((1, 2)))
+
+
+@torch.no_grad()
+def ranked_pair_accuracy(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Fraction of the pairs of :func:`ranked_pairwise_loss` that the rewards order correctly.
+
+    Same pairs and the same per-prompt weighting as the loss; a reward tie counts 1/2, as in
+    :func:`align.reward_metrics.pairwise_accuracy`. For logging (no gradient).
+
+    Args:
+        rewards: ``[B, K]``.
+        scores: ``[B, K]``, higher is better.
+        mask: ``[B, K]`` bool, ``False`` at padding; ``None`` means every entry is real.
+
+    Returns:
+        Scalar tensor in ``[0, 1]``.
+    """
+    r, pairs = _ranked_pairs("ranked_pair_accuracy", rewards, scores, mask)
+    diff = r[:, :, None] - r[:, None, :]
+    correct = (diff > 0).to(r.dtype) + 0.5 * (diff == 0).to(r.dtype)
+    return _per_prompt_mean(torch.where(pairs, correct, 0.0).sum((1, 2)), pairs.sum((1, 2)))
+
+
+def plackett_luce_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Listwise Plackett-Luce negative log-likelihood of the observed ranking, per stage.
+
+    Plackett (1975) and Luce (1959): a ranking is drawn by picking the best response with
+    probability ``softmax(r)`` over those left, then the next, and so on; its log-likelihood is
+    ``sum_i [r_i - logsumexp_{j ranked at or below i} r_j]``. This is the K-wise maximum-likelihood
+    estimator of Zhu, Jordan and Jiao 2023 ("Principled RLHF from pairwise or K-wise comparisons"),
+    which they show is asymptotically more efficient than splitting the ranking into pairs.
+
+    Ties (our choice): response ``i`` is compared with itself and the responses *strictly* below
+    it, i.e. ``-log P(i beats every j with scores[j] < scores[i])``, a PL marginal. Without ties
+    this is exactly the PL likelihood above. With ties it is a composite likelihood in which each
+    tied response gets the term it would have if it came last in its tie group (a ranking the data
+    does not contradict), and, like the pairwise loss skipping tied pairs, no term ever compares two
+    tied responses: the loss pulls their rewards neither apart nor together. (Breslow's approximation
+    would put a tie group's other members in each denominator, and so give a tied bottom group a
+    term that pulls its rewards together.) Responses with nothing strictly below them (the last,
+    or a bottom tie group) contribute ``log 1 = 0`` and are not counted.
+
+    Normalisation: each prompt's sum is divided by its number of counted terms (``K - 1`` without
+    ties), then averaged over prompts with at least one term. For ``K = 2`` this equals
+    :func:`pairwise_loss` exactly. (Zhu et al. sum the K stages unnormalised; dividing only rescales
+    each prompt's weight so that long rankings do not dominate the batch.)
+
+    Args:
+        rewards: ``[B, K]`` reward of each response.
+        scores: ``[B, K]`` grade of each response, higher is better.
+        mask: ``[B, K]`` bool, ``False`` at padding; ``None`` means every entry is real.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: If the shapes differ or are not 2-D, or no prompt has two distinct grades.
+        TypeError: If ``mask`` is not bool.
+    """
+    r, below = _ranked_pairs("plackett_luce_loss", rewards, scores, mask)  # below[b, i, j]: j strictly under i
+    counted = below.any(-1)  # [B, K]: i has something to beat (implies i is not padding)
+    k = r.shape[1]
+    eye = torch.eye(k, dtype=torch.bool, device=r.device)
+    logits = r[:, None, :].expand(-1, k, -1).masked_fill(~(below | eye), float("-inf"))
+    # The diagonal is always kept, so every row has a finite entry and logsumexp is finite.
+    nll = torch.logsumexp(logits, dim=-1) - r  # [B, K], >= 0
+    return _per_prompt_mean(torch.where(counted, nll, 0.0).sum(-1), counted.sum(-1))
+
+
+def reward_centering_loss(rewards: Tensor) -> Tensor:
+    """Auxiliary loss that keeps rewards near zero: ``mean(rewards ** 2)``; scale it by a coefficient.
+
+    Eisenstein et al. 2023 ("Helping or Herding? Reward model ensembles mitigate but do not
+    eliminate reward hacking", eq. 2), TRL's ``center_rewards_coefficient`` (0.01 recommended). The
+    Bradley-Terry loss only sees differences, so without it the reward offset drifts freely.
+
+    What to pass matters. Eisenstein et al. and TRL penalise the *sum* of each pair,
+    ``mean((r_c + r_r) ** 2)``: pass ``chosen_rewards + rejected_rewards`` to get exactly that; it
+    centres each pair and leaves the margin ``r_c - r_r`` free. Passing every reward
+    (``torch.cat([chosen, rejected])``) also penalises the margin, since
+    ``r_c**2 + r_r**2 = ((r_c + r_r)**2 + (r_c - r_r)**2) / 2``, and so fights the preference loss.
+    For K-wise data the analogue is each prompt's summed (or mean) reward over its responses.
+
+    Args:
+        rewards: tensor of any shape with at least one element.
+
+    Returns:
+        Scalar loss.
+    """
+    if rewards.numel() == 0:
+        raise ValueError("reward_centering_loss: got an empty rewards tensor.")
+    return _upcast(rewards).pow(2).mean()
+
+
+# ======================================================================================
+# Helpers
+# ======================================================================================
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """Compute losses in at least fp32: a bf16 logsigmoid keeps under 3 significant digits."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _check_1d_pair(name: str, a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"{name}: chosen and rejected rewards must both be 1-D [B]; got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}. A reward head returns [B, 1]: call .squeeze(-1) first."
+        )
+    if a.numel() == 0:
+        raise ValueError(f"{name}: got an empty batch.")
+
+
+def _ranked_pairs(name: str, rewards: Tensor, scores: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Validate ``[B, K]`` inputs; return rewards (padding zeroed) and the pair mask.
+
+    Returns:
+        ``r``: ``[B, K]`` upcast rewards, 0 at padding (so padding cannot leak a nan or a gradient).
+        ``pairs``: ``[B, K, K]`` bool, ``pairs[b, i, j]`` when both are real and ``scores[b, i] > scores[b, j]``.
+    """
+    if rewards.ndim != 2 or rewards.shape != scores.shape:
+        raise ValueError(
+            f"{name}: rewards and scores must both be [B, K]; got {tuple(rewards.shape)} and {tuple(scores.shape)}."
+        )
+    if mask is None:
+        mask = torch.ones_like(rewards, dtype=torch.bool)
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name}: mask must be a bool tensor (True = real response), got {mask.dtype}; use mask.bool()."
+        )
+    if mask.shape != rewards.shape:
+        raise ValueError(f"{name}: mask has shape {tuple(mask.shape)}, rewards {tuple(rewards.shape)}.")
+    r = torch.where(mask, _upcast(rewards), 0.0)
+    pairs = (scores[:, :, None] > scores[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    if not pairs.any():
+        raise ValueError(
+            f"{name}: no prompt in the batch has two real responses with different scores (all tied or "
+            "padding), so there is nothing to learn; drop such prompts when building the dataset."
+        )
+    return r, pairs
+
+
+def _per_prompt_mean(sums: Tensor, counts: Tensor) -> Tensor:
+    """Mean over prompts with ``counts > 0`` of ``sums / counts`` (``[B]`` each): every prompt weighs the same."""
+    has = counts > 0
+    assert has.any(), "callers check that some prompt has a term"
+    return (sums[has] / counts[has]).mean()

@@ -1,0 +1,195 @@
+"""The scalar reward model: loading, tokenizing ranked lists, the K-wise trainer, and scoring.
+
+A reward model is ``AutoModelForSequenceClassification`` with ``num_labels=1``: the score of a
+prompt+response is the head's output at the last non-pad token. Pairwise data trains through
+TRL's ``RewardTrainer``; ranked lists (K = 2..9 responses per prompt) train through
+:class:`RankedRewardTrainer`, which scores all K responses of a prompt in one forward pass and
+applies InstructGPT's all-pairs loss or the Plackett-Luce loss from ``align.losses``.
+
+Over-long sequences are handled here, never silently dropped: TRL's ``RewardTrainer`` filters
+pairs longer than ``max_length`` without a word, so :func:`tokenize_response` truncates from the
+left (keeping the response, which is what the reward is about) and callers count it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, Trainer
+
+from align.data.preferences import RankedExample
+from align.losses import plackett_luce_loss, ranked_pairwise_loss, reward_centering_loss
+from align.modeling import resolve_dtype
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("pairwise", "ranked", "plackett_luce")
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+def resolve_full_model_path(path: str) -> str:
+    """A folder with full weights for ``path``: itself, or the merged sibling of an adapter folder.
+
+    Raises:
+        ValueError: For a PEFT adapter folder without a merged copy beside it.
+    """
+    p = Path(path)
+    if (p / "adapter_config.json").exists():
+        merged = p.parent / "final_merged"
+        if (merged / "config.json").exists():
+            log.info("%s is a PEFT adapter; starting from the merged copy %s", p, merged)
+            return str(merged)
+        raise ValueError(
+            f"{path} is a PEFT adapter folder, and a reward model starts from full weights. Re-run "
+            "SFT with peft.merge=true (it writes final_merged/), or set model.name_or_path to a full model."
+        )
+    return path
+
+
+def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, dtype: str = "auto", **kwargs):
+    """``AutoModelForSequenceClassification`` with one label; the head is new unless the folder has one."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, num_labels=1, dtype=resolve_dtype(dtype), **kwargs
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    return model
+
+
+def tokenize_response(
+    tokenizer: PreTrainedTokenizerBase, prompt: list[dict], response: str, max_length: int | None
+) -> tuple[list[int], bool]:
+    """Token ids of prompt + assistant response (chat template), left-truncated to ``max_length``.
+
+    Returns:
+        ``(input_ids, truncated)``.
+    """
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    if tokenizer.chat_template:
+        ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    else:  # a base model without a chat template: plain text, EOS-terminated
+        text = "\n".join(m["content"] for m in messages) + (tokenizer.eos_token or "")
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if max_length is not None and len(ids) > max_length:
+        return ids[-max_length:], True
+    return ids, False
+
+
+def tokenize_ranked(
+    examples: list[RankedExample], tokenizer: PreTrainedTokenizerBase, max_length: int | None
+) -> tuple[list[dict], int]:
+    """Rows ``{"input_ids": [K lists], "scores": [K]}`` for :class:`RankedCollator`; and how many
+    sequences were truncated."""
+    rows, truncated = [], 0
+    for ex in examples:
+        ids = []
+        for response in ex.responses:
+            seq, cut = tokenize_response(tokenizer, ex.prompt, response, max_length)
+            ids.append(seq)
+            truncated += cut
+        rows.append({"input_ids": ids, "scores": list(ex.scores)})
+    return rows, truncated
+
+
+class RankedCollator:
+    """Batches ranked lists: all responses of all prompts flattened into one right-padded batch.
+
+    Output: ``input_ids``/``attention_mask`` ``[N, L]`` (N = total responses), ``slots`` ``[N]``
+    (position of each response in the ``[B, K_max]`` grid), ``scores`` and ``mask`` ``[B, K_max]``.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        k_max = max(len(f["input_ids"]) for f in features)
+        seqs, slots = [], []
+        scores = torch.zeros(len(features), k_max)
+        mask = torch.zeros(len(features), k_max, dtype=torch.bool)
+        for b, f in enumerate(features):
+            for k, ids in enumerate(f["input_ids"]):
+                seqs.append(ids)
+                slots.append(b * k_max + k)
+            scores[b, : len(f["scores"])] = torch.tensor(f["scores"], dtype=torch.float)
+            mask[b, : len(f["scores"])] = True
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            attention_mask[i, : len(s)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "slots": torch.tensor(slots),
+                "scores": scores, "mask": mask}
+
+
+class RankedRewardTrainer(Trainer):
+    """``transformers.Trainer`` whose loss is a K-wise ranking loss over one forward pass per batch.
+
+    Args:
+        loss_type: ``ranked`` (InstructGPT all-pairs, per-prompt weighting) or ``plackett_luce``.
+        center_rewards_coefficient: Weight of the reward-centering term (None: off).
+        *args, **kwargs: ``Trainer`` arguments.
+    """
+
+    def __init__(self, *args, loss_type: str = "ranked", center_rewards_coefficient: float | None = None, **kwargs):
+        if loss_type not in ("ranked", "plackett_luce"):
+            raise ValueError(f"rm.loss={loss_type!r}: the ranked trainer takes 'ranked' or 'plackett_luce'.")
+        super().__init__(*args, **kwargs)
+        self.loss_type = loss_type
+        self.center_rewards_coefficient = center_rewards_coefficient
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        scores, mask, slots = inputs["scores"], inputs["mask"], inputs["slots"]
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        flat = out.logits.squeeze(-1)  # [N]
+        rewards = flat.new_zeros(mask.numel()).index_put((slots,), flat).view_as(scores)  # [B, K_max]
+        fn = ranked_pairwise_loss if self.loss_type == "ranked" else plackett_luce_loss
+        loss = fn(rewards, scores, mask)
+        if self.center_rewards_coefficient:
+            # Centre each prompt's mean reward, not each reward: TRL's pairwise term is
+            # (r_c + r_r)^2 = (2 * pair mean)^2, and penalising single rewards would also shrink
+            # the margins the ranking loss is building. (2 * mean)^2 is TRL's term at K = 2.
+            prompt_mean = (rewards * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            loss = loss + self.center_rewards_coefficient * reward_centering_loss(2 * prompt_mean)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["input_ids", "scores"]
+
+
+@torch.no_grad()
+def score_responses(
+    model, tokenizer: PreTrainedTokenizerBase, prompt: list[dict], responses: list[str],
+    max_length: int | None = None, batch_size: int = 64,
+) -> list[float]:
+    """Rewards of ``responses`` to one conversational ``prompt``."""
+    return score_batch(model, tokenizer, [(prompt, r) for r in responses], max_length, batch_size)
+
+
+@torch.no_grad()
+def score_batch(
+    model, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[list[dict], str]],
+    max_length: int | None = None, batch_size: int = 64,
+) -> list[float]:
+    """Rewards of many (prompt messages, response) pairs, in right-padded batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = RankedCollator(tokenizer.pad_token_id)
+    out: list[float] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        feats = [{"input_ids": [tokenize_response(tokenizer, p, r, max_length)[0]], "scores": [0.0]} for p, r in chunk]
+        batch = collate(feats)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        out.extend(logits.squeeze(-1).float().cpu().tolist())
+    model.train(was_training)
+    return out
+
+
+def save_normalization(final_dir: Path, mean: float, std: float) -> None:
+    """Store the reward mean/std on policy samples beside the model, for PPO's normalisation."""
+    (Path(final_dir) / NORMALIZATION_FILE).write_text(json.dumps({"mean": mean, "std": std}, indent=2) + "\n")

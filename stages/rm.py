@@ -1,0 +1,190 @@
+"""Stage ``rm``: a scalar reward model trained on ranked human preferences, then measured.
+
+Initialised from this run's SFT model (InstructGPT: transfer from the policy; any model by
+config). Ranked lists (K = 2..9) train with our K-wise loss (InstructGPT all pairs from one
+forward pass per prompt, or Plackett-Luce); ``rm.loss=pairwise`` sends pairs through TRL's
+``RewardTrainer`` (Bradley-Terry, optional margin and centering). Over-long sequences are
+left-truncated and counted, never silently dropped.
+
+Steps:
+    1. Validate; seed, output folder, logging, tracker.
+    2. Tokenizer and preference data (train and held-out).
+    3. Reward model: SFT weights + a new scalar head (full or PEFT).
+    4. Train (ranked trainer, or TRL's RewardTrainer on pairs).
+    5. Save ``final/`` with ``reward_normalization.json``.
+    6. Report card on held-out lists (accuracy vs. annotators and gold, calibration, length bias,
+       reward scale), plots, the gate; ``metrics.json``; return ``gold/accuracy``.
+
+Run: ``make rm`` (after ``make sft``; collects preferences first with ``make prefs``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import hydra
+from datasets import Dataset
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from transformers import TrainingArguments, set_seed
+from trl import RewardConfig, RewardTrainer
+
+from align.adapters import check_peft_choice, save_final
+from align.checkpoints import latest_checkpoint
+from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.data import iter_rows, load_preferences, to_pairs
+from align.farm import gold_score
+from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
+from align.outputs import FINAL, write_metrics
+from align.precision import precision_args
+from align.reward_model import (
+    LOSSES,
+    RankedCollator,
+    RankedRewardTrainer,
+    load_reward_model,
+    resolve_full_model_path,
+    save_normalization,
+    score_responses,
+    tokenize_ranked,
+    tokenize_response,
+)
+from align.reward_report import apply_gate, report_card
+from align.tracking import Tracker
+
+log = logging.getLogger("align.rm")
+RM_PEFT = ("none", "lora", "qlora", "ia3")
+
+
+def run(cfg: DictConfig) -> float:
+    """Run the stage; return held-out gold accuracy (annotator accuracy without an oracle)."""
+    # 1. Validate before anything is loaded.
+    if cfg.rm.loss not in LOSSES:
+        raise ValueError(f"rm.loss={cfg.rm.loss!r} is not one of {', '.join(LOSSES)}.")
+    if cfg.peft.method not in RM_PEFT:
+        raise ValueError(f"peft={cfg.peft.method} is not supported for reward models; use one of {', '.join(RM_PEFT)}.")
+    check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
+    set_seed(cfg.seed)
+    out_dir = stage_output_dir(cfg)
+    setup_logging(out_dir, cfg.stage)
+    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+
+    # 2. Tokenizer and data.
+    base = resolve_full_model_path(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
+                   max_length=cfg.data.max_length, on_too_long=cfg.data.on_too_long)
+    train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw)
+    val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
+    log.info("data: %s | %s", train_report.summary(), val_report.summary())
+
+    # 3. Model.
+    model = load_reward_model(base, tokenizer, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    peft_config = None
+    if cfg.peft.method != "none":
+        peft_config = instantiate(cfg.peft.config, task_type="SEQ_CLS", _convert_="all")
+
+    # 4. Train.
+    tracker = Tracker(cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode)
+    common = dict(output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
+                  **precision_args(cfg.precision), **to_plain(cfg.trainer))
+    if cfg.rm.loss == "pairwise":
+        trainer, n_truncated, epoch_tokens = _pairwise_trainer(cfg, model, tokenizer, train_ex, common, peft_config)
+    else:
+        rows, n_truncated = tokenize_ranked(train_ex, tokenizer, cfg.data.max_length)
+        epoch_tokens = sum(len(ids) for row in rows for ids in row["input_ids"])
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        trainer = RankedRewardTrainer(
+            model=model, args=TrainingArguments(remove_unused_columns=False, **common),
+            train_dataset=Dataset.from_list(rows), data_collator=RankedCollator(tokenizer.pad_token_id),
+            loss_type=cfg.rm.loss, center_rewards_coefficient=cfg.rm.center_rewards_coefficient,
+        )
+    trainable, total = count_parameters(trainer.model)
+    log.info("training %d of %d parameters, loss=%s, %d sequences truncated", trainable, total, cfg.rm.loss, n_truncated)
+    before = snapshot_trainable(trainer.model)
+    start = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_seconds = time.perf_counter() - start
+    delta = trainable_delta_norm(trainer.model, before)
+
+    # 5. Save (the report card below scores with the same in-memory model).
+    final_dir = out_dir / FINAL
+    save_final(trainer.model, tokenizer, final_dir, cfg.peft.method, cfg.peft.merge)
+
+    # 6. Report card on the held-out lists.
+    rm_model = trainer.model
+    rewards, lengths = [], []
+    for ex in val_ex:
+        rewards.append(score_responses(rm_model, tokenizer, ex.prompt, ex.responses, cfg.data.max_length, cfg.rm.eval_batch_size))
+        lengths.append([len(tokenize_response(tokenizer, [], r, None)[0]) for r in ex.responses])
+    gold = [[gold_score(ex.prompt[-1]["content"], r) for r in ex.responses] for ex in val_ex] if cfg.rm.gold == "farm" else None
+    metrics = report_card(rewards, [list(ex.scores) for ex in val_ex], lengths, out_dir, gold=gold,
+                          policy_mask=_policy_mask(cfg.data.validation.source, cfg.data.validation.split, val_ex))
+    metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
+    save_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
+    metrics.update({
+        "train/loss": train_out.training_loss,
+        "train/steps": train_out.global_step,
+        "train/samples_per_s": train_out.metrics.get("train_samples_per_second"),  # lists (or pairs) per s
+        "train/tokens_per_s": epoch_tokens * (trainer.state.epoch or 0.0) / train_seconds,
+        "train/trainable_delta_norm": delta,
+        "train/truncated_sequences": n_truncated,
+        "model/parameters": total,
+        "model/trainable_parameters": trainable,
+        "timing/train_s": train_seconds,
+        **train_report.as_metrics("data/train/"),
+        **val_report.as_metrics("data/validation/"),
+    })
+    write_metrics(out_dir, metrics)
+    tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str)})
+    log.info("report card: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "gate", "reward")}))
+    if not metrics["gate/passed"]:
+        log.warning("RM gate FAILED: %s (PPO will refuse this model unless ppo.allow_failed_rm=true)", metrics["gate/failed"])
+    return metrics.get("gold/accuracy", metrics["eval/accuracy"])
+
+
+def _pairwise_trainer(cfg, model, tokenizer, examples, common, peft_config):
+    """TRL's RewardTrainer on pre-tokenized pairs (so its silent over-length filter drops nothing)."""
+    rows, n_truncated = [], 0
+    for ex in examples:
+        for chosen, rejected, gap in to_pairs(ex, cfg.rm.pair_rule):
+            c, c_cut = tokenize_response(tokenizer, ex.prompt, chosen, cfg.data.max_length)
+            r, r_cut = tokenize_response(tokenizer, ex.prompt, rejected, cfg.data.max_length)
+            n_truncated += c_cut + r_cut
+            row = {"chosen_ids": c, "rejected_ids": r}
+            if cfg.rm.margin:
+                row["margin"] = float(gap if ex.margin is None else ex.margin)
+            rows.append(row)
+    args = RewardConfig(max_length=cfg.data.max_length, center_rewards_coefficient=cfg.rm.center_rewards_coefficient, **common)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tokenizer, peft_config=peft_config)
+    if len(trainer.train_dataset) != len(rows):  # the guard: TRL filters over-long pairs silently
+        raise RuntimeError(f"RewardTrainer kept {len(trainer.train_dataset)} of {len(rows)} pairs.")
+    log.info("pairwise: %d pairs from %d ranked lists (rule %s)", len(rows), len(examples), cfg.rm.pair_rule)
+    return trainer, n_truncated, sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+
+
+def _policy_mask(source: str, split: str, examples) -> list[list[bool]] | None:
+    """Which held-out responses were sampled from the policy (the ``sources`` column of ``make prefs``)."""
+    masks = []
+    for _, _, row in iter_rows(source, split):
+        sources = row.get("sources") if isinstance(row, dict) else None
+        if not isinstance(sources, list):
+            return None
+        masks.append([s == "policy" for s in sources])
+    if len(masks) != len(examples) or not any(any(m) for m in masks):
+        return None
+    return masks
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="rm")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

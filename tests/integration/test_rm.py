@@ -1,0 +1,76 @@
+"""`stages/rm.py`: ranked (K=4) and pairwise training, the report card, and reloading the model."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tests.conftest import compose_stage, run_stage_cli
+
+RM_FAST = ["trainer.max_steps=4", "trainer.per_device_train_batch_size=8", "logger=none", "trainer.save_steps=2"]
+
+
+def _png_ok(path):
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.std() > 0.01  # not a blank frame
+
+
+def test_rm_cli_on_k4_ranked_prefs_writes_report_card_and_loads(tiny_prefs):
+    run_stage_cli("rm", tiny_prefs["common"] + RM_FAST)
+    stage = tiny_prefs["run_dir"] / "rm"
+    m = json.loads((stage / "metrics.json").read_text())
+    for key in ("eval/accuracy", "gold/accuracy", "eval/ece", "eval/length_corr", "eval/top1_accuracy",
+                "gold/top1_accuracy", "eval/margin_mean", "reward/mean", "reward/std", "gate/passed"):
+        assert key in m, key
+    assert 0.0 <= m["gold/accuracy"] <= 1.0 and m["eval/pairs"] > 0
+    assert m["train/trainable_delta_norm"] > 0
+    assert isinstance(m["gate/passed"], bool) and (m["gate/passed"] or m["gate/failed"])
+    _png_ok(stage / "rm_calibration.png")
+    _png_ok(stage / "rm_reward_vs_gold.png")
+    # Plain transformers reloads the reward model and scores text; the normalization file is there.
+    tok = AutoTokenizer.from_pretrained(stage / "final")
+    rm = AutoModelForSequenceClassification.from_pretrained(stage / "final")
+    norm = json.loads((stage / "final" / "reward_normalization.json").read_text())
+    assert norm == {"mean": m["reward/mean"], "std": m["reward/std"]}
+    good = tok.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
+                                    {"role": "assistant", "content": "2 plus 3 is 5."}], return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        assert rm(**good).logits.shape == (1, 1)
+
+
+@pytest.mark.parametrize("loss,extra", [("pairwise", ["rm.margin=true", "rm.center_rewards_coefficient=0.01"]),
+                                        ("plackett_luce", []), ("ranked", ["peft=lora"])])
+def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss, extra):
+    from stages.rm import run
+
+    sft = tiny_sft["run_dir"] / "sft" / "final"
+    cfg = compose_stage("rm", [f"paths.output_root={tmp_path}", "run=r", f"model.name_or_path={sft}",
+                               "data=prefs_small", "data.limit=32", f"rm.loss={loss}", *RM_FAST, *extra])
+    gold_acc = run(cfg)
+    m = json.loads((tmp_path / "r" / "rm" / "metrics.json").read_text())
+    assert m["gold/accuracy"] == gold_acc
+    assert m["train/trainable_delta_norm"] > 0
+    assert m["data/train/rows_kept"] == 32
+
+
+def test_rm_refuses_prompt_tuning_and_unknown_loss(tmp_path):
+    from stages.rm import run
+
+    with pytest.raises(ValueError, match="not supported for reward models"):
+        run(compose_stage("rm", [f"paths.output_root={tmp_path}", "peft=prompt_tuning"]))
+    with pytest.raises(ValueError, match="rm.loss"):
+        run(compose_stage("rm", [f"paths.output_root={tmp_path}", "rm.loss=hinge"]))
+
+
+def test_rm_from_an_adapter_without_merged_copy_says_how_to_fix(tmp_path):
+    from stages.rm import run
+
+    adapter = tmp_path / "sft" / "final"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="peft.merge=true"):
+        run(compose_stage("rm", [f"paths.output_root={tmp_path}", f"model.name_or_path={adapter}", "data=prefs_small"]))
