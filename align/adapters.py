@@ -91,7 +91,9 @@ def quantization_config(quant: dict | None):
     return BitsAndBytesConfig(**quant)
 
 
-def save_final(trainer_model, tokenizer, final_dir: Path, method: str, merge: bool) -> dict[str, str]:
+def save_final(
+    trainer_model, tokenizer, final_dir: Path, method: str, merge: bool, auto_class: str = "AutoPeftModelForCausalLM"
+) -> dict[str, str]:
     """Save the trained model (or adapter) and tokenizer; optionally a merged copy.
 
     Args:
@@ -100,6 +102,7 @@ def save_final(trainer_model, tokenizer, final_dir: Path, method: str, merge: bo
         final_dir: ``<stage dir>/final``.
         method: The PEFT method (``none`` saves full weights).
         merge: Also write ``<stage dir>/final_merged`` with the adapter merged in.
+        auto_class: The ``peft`` auto class that reloads a QLoRA adapter for merging.
 
     Returns:
         Paths written, by kind (``final``, and ``merged`` when merging).
@@ -111,7 +114,7 @@ def save_final(trainer_model, tokenizer, final_dir: Path, method: str, merge: bo
     if merge and method in MERGEABLE:
         merged_dir = final_dir.parent / "final_merged"
         if method == "qlora":
-            merged = _merge_quantized(final_dir)
+            merged = merge_quantized(final_dir, auto_class)
         else:
             merged = trainer_model.merge_and_unload()
         merged.save_pretrained(str(merged_dir))
@@ -121,10 +124,10 @@ def save_final(trainer_model, tokenizer, final_dir: Path, method: str, merge: bo
     return written
 
 
-def _merge_quantized(adapter_dir: Path):
+def merge_quantized(adapter_dir: Path, auto_class: str = "AutoPeftModelForCausalLM", **kwargs):
     """Merge a QLoRA adapter into a full-precision copy of its base (merging into 4-bit weights
     would round the deltas away)."""
-    from peft import AutoPeftModelForCausalLM
+    import peft
 
-    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.float32)
+    model = getattr(peft, auto_class).from_pretrained(str(adapter_dir), dtype=torch.float32, **kwargs)
     return model.merge_and_unload()

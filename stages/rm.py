@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from transformers import TrainingArguments, set_seed
 from trl import RewardConfig, RewardTrainer
 
-from align.adapters import check_peft_choice, save_final
+from align.adapters import check_peft_choice
 from align.checkpoints import latest_checkpoint
 from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
 from align.data import iter_rows, load_preferences, to_pairs
@@ -46,6 +46,7 @@ from align.reward_model import (
     load_reward_model,
     resolve_full_model_path,
     save_normalization,
+    save_reward_model,
     score_responses,
     tokenize_ranked,
     tokenize_response,
@@ -111,12 +112,12 @@ def run(cfg: DictConfig) -> float:
     train_seconds = time.perf_counter() - start
     delta = trainable_delta_norm(trainer.model, before)
 
-    # 5. Save (the report card below scores with the same in-memory model).
+    # 5. Save: final/ holds full weights (plain transformers loads it); an adapter also goes to
+    #    final_adapter/. The report card scores with the saved (merged) model.
     final_dir = out_dir / FINAL
-    save_final(trainer.model, tokenizer, final_dir, cfg.peft.method, cfg.peft.merge)
+    rm_model = save_reward_model(trainer.model, tokenizer, out_dir, cfg.peft.method)
 
     # 6. Report card on the held-out lists.
-    rm_model = trainer.model
     rewards, lengths = [], []
     for ex in val_ex:
         rewards.append(score_responses(rm_model, tokenizer, ex.prompt, ex.responses, cfg.data.max_length, cfg.rm.eval_batch_size))

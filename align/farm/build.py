@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from align.farm.corpus import corpus_lines
+from align.farm.corpus import corpus_lines, fact_lines
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
 from align.farm.demonstrator import DemoConfig, demonstrate
@@ -148,8 +148,8 @@ def _rates(rows: list[dict[str, Any]], key: str = "correct") -> dict[str, float]
 
 
 def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation: int = 200,
-          n_test: int = 200, n_corpus_train: int = 16000, n_corpus_validation: int = 1000,
-          n_prefs_train: int = 400, n_prefs_validation: int = 100,
+          n_test: int = 200, n_corpus_train: int = 15000, n_corpus_validation: int = 1000,
+          n_prefs_train: int = 400, n_prefs_validation: int = 100, fact_repeats: int = 6,
           weights: Mapping[str, float] | None = None, demo_cfg: DemoConfig = DemoConfig(),
           progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Writes every farm data file under ``out_dir/farm/`` and returns the manifest.
@@ -162,6 +162,7 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
         n_test: Test prompts (no demonstrations are written for them).
         n_corpus_train: Lines of ``corpus_train.txt``.
         n_corpus_validation: Lines of ``corpus_validation.txt``.
+        fact_repeats: Times each closed-world fact appears in the train corpus's fact table.
         n_prefs_train: Ranked lists in ``prefs_train_small.jsonl`` (first train prompts).
         n_prefs_validation: Ranked lists in ``prefs_validation_small.jsonl``.
         weights: Share of each family (default ``DEFAULT_WEIGHTS``).
@@ -216,7 +217,13 @@ def build(out_dir: Path | str, seed: int = 0, n_train: int = 4000, n_validation:
     say("[farm] 3/4 writing the pre-training corpus ...", flush=True)
     corpus = {}
     for split, n_lines in (("train", n_corpus_train), ("validation", n_corpus_validation)):
-        lines = corpus_lines(n_lines, random.Random(f"farm/{seed}/corpus/{split}"), splits["train"])
+        rng = random.Random(f"farm/{seed}/corpus/{split}")
+        lines = corpus_lines(n_lines, rng, splits["train"])
+        if split == "train":  # the fact table: every closed-world fact, fact_repeats times
+            table = fact_lines(rng, repeats=fact_repeats)
+            lines += table
+            rng.shuffle(lines)
+            corpus["fact_table_lines"] = len(table)
         _write_lines(farm / f"corpus_{split}.txt", lines)
         corpus[split] = {"lines": len(lines)}
 
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--n-validation", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=200)
-    parser.add_argument("--n-corpus-train", type=int, default=16000)
+    parser.add_argument("--n-corpus-train", type=int, default=15000)
     parser.add_argument("--n-corpus-validation", type=int, default=1000)
     args = parser.parse_args(argv)
     build(args.out, args.seed, args.n_train, args.n_validation, args.n_test,

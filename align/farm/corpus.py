@@ -6,6 +6,11 @@ that harmful requests are declined politely. Lines are short sentences or short 
 2-3 sentences about one family, drawn from fact/sentence templates, never from prompt templates;
 the only prompt strings it contains are ``Question: ... Answer: ...`` lines built from the tasks
 passed in (the train split), each answered with its reference.
+
+:func:`fact_lines` adds a *fact table*: every arithmetic fact, every word fact and every
+knowledge-base fact, each a fixed number of times. Randomly drawn sentences alone leave many of
+the ~670 arithmetic facts unseen (about a third at the default size), and a model cannot know
+(or, as a reward model, check) a fact it never saw.
 """
 
 from __future__ import annotations
@@ -119,6 +124,47 @@ _SENTENCES: dict[str, Callable[[random.Random], str]] = {
     "unsafe": _unsafe,
 }
 assert tuple(_SENTENCES) == FAMILIES
+
+
+def _all_facts() -> list[str]:
+    """Every closed-world fact once, as a short sentence."""
+    facts = []
+    for a in NUMBERS:
+        for b in NUMBERS:
+            facts.append(f"{a} plus {b} is {a + b}.")
+            if a >= b:
+                facts.append(f"{a} minus {b} is {a - b}.")
+    for word in WORDS:
+        facts += [
+            f"The word {word} in capital letters is {word.upper()}.",
+            f"The word {word} is spelled {' '.join(word)}.",
+            f"The first letter of {word} is {word[0]}.",
+            f"The last letter of {word} is {word[-1]}.",
+            f"The word {word} has {len(word)} letters.",
+        ]
+    facts += [f"{w.capitalize()} is a happy word." for w in POSITIVE_WORDS]
+    facts += [f"{w.capitalize()} is a sad word." for w in NEGATIVE_WORDS]
+    for animal in ANIMALS:
+        facts += [fact_sentence(animal, attribute, ANIMALS[animal][i]) for i, attribute in enumerate(ATTRIBUTES)]
+    return facts
+
+
+def fact_lines(rng: random.Random, repeats: int = 4, per_line: int = 4) -> list[str]:
+    """The fact table: every fact ``repeats`` times, shuffled, ``per_line`` facts to a line.
+
+    Args:
+        rng: The random source.
+        repeats: Times each fact appears.
+        per_line: Facts joined on one line.
+
+    Returns:
+        The lines, without newlines.
+    """
+    if repeats < 0 or per_line < 1:
+        raise ValueError(f"repeats must be >= 0 and per_line >= 1, got {repeats} and {per_line}.")
+    facts = _all_facts() * repeats
+    rng.shuffle(facts)
+    return [" ".join(facts[i : i + per_line]) for i in range(0, len(facts), per_line)]
 
 
 def corpus_lines(n_lines: int, rng: random.Random, qa_tasks: Sequence[Task] = (),

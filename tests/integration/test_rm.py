@@ -55,6 +55,11 @@ def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss,
     assert m["gold/accuracy"] == gold_acc
     assert m["train/trainable_delta_norm"] > 0
     assert m["data/train/rows_kept"] == 32
+    # final/ always reloads in plain transformers as a one-label reward model (LoRA: merged).
+    rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "r" / "rm" / "final")
+    assert rm.config.num_labels == 1
+    if "peft=lora" in extra:
+        assert (tmp_path / "r" / "rm" / "final_adapter" / "adapter_config.json").exists()
 
 
 def test_rm_refuses_prompt_tuning_and_unknown_loss(tmp_path):
@@ -74,3 +79,19 @@ def test_rm_from_an_adapter_without_merged_copy_says_how_to_fix(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="peft.merge=true"):
         run(compose_stage("rm", [f"paths.output_root={tmp_path}", f"model.name_or_path={adapter}", "data=prefs_small"]))
+
+
+HH = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl"
+
+
+@pytest.mark.skipif(not HH.exists(), reason="../shared/data is not beside the repository")
+def test_rm_cli_on_hh_rlhf_pairs_without_gold(tiny_sft, tmp_path):
+    # Real human preference pairs through TRL's RewardTrainer, from the command line; no oracle,
+    # so no gold metrics; long transcripts are left-truncated and counted, never dropped.
+    out = tmp_path / "hh"
+    run_stage_cli("rm", tiny_sft["common"] + RM_FAST + [f"output_dir={out}", "data=hh_rlhf", "rm.gold=null",
+                                                        "rm.loss=pairwise", "data.limit=32"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert "gold/accuracy" not in m and 0.0 <= m["eval/accuracy"] <= 1.0
+    assert m["data/train/rows_kept"] == 32 and m["data/validation/rows_skipped"] == 1  # line 87: empty reply
+    assert m["train/truncated_sequences"] > 0 and m["data/train/rows_truncated"] > 0

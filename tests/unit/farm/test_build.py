@@ -84,7 +84,9 @@ def test_sft_rows_and_manifest(small):
 
 def test_corpus_never_contains_validation_or_test_prompts(small):
     corpus = (small / "corpus_train.txt").read_text() + (small / "corpus_validation.txt").read_text()
-    assert len(corpus.splitlines()) == 440
+    # 440 drawn lines + the fact table (about 992 facts x 6 repeats / 4 per line = 1488 lines)
+    manifest = json.loads((small / "manifest.json").read_text())
+    assert len(corpus.splitlines()) == 440 + manifest["corpus"]["fact_table_lines"]
     for split in ("validation", "test"):
         for row in _jsonl(small / f"prompts_{split}.jsonl"):
             assert row["prompt"] not in corpus
@@ -114,3 +116,18 @@ def test_shipped_data_is_reproducible(tmp_path):
         pytest.skip("data/farm has not been built yet")
     manifest = build(tmp_path, seed=json.loads(shipped.read_text())["seed"], progress=False)
     assert manifest == json.loads(shipped.read_text())
+
+
+def test_fact_table_covers_every_arithmetic_fact_the_same_number_of_times():
+    import random
+    import re
+    from collections import Counter
+
+    from align.farm.corpus import fact_lines
+
+    lines = fact_lines(random.Random(0), repeats=3)
+    sums = Counter(re.findall(r"\b(\d+) plus (\d+) is (\d+)\.", " ".join(lines)))
+    # 21 x 21 sums, each exactly 3 times, each right.
+    assert len(sums) == 441 and set(sums.values()) == {3}
+    assert all(int(a) + int(b) == int(c) for a, b, c in sums)
+    assert all(len(line.split(". ")) <= 4 for line in lines)
