@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from align.data.errors import DEFAULT_HINT, DataError, LoadReport, SourceRef, json_type
+from align.data.errors import (
+    BAD_ROW_MODES,
+    DEFAULT_HINT,
+    DataError,
+    LoadReport,
+    SourceRef,
+    check_choice,
+    check_positive,
+    json_type,
+)
 
 ROLES = ("system", "user", "assistant")
 TOO_LONG_MODES = ("error", "skip", "truncate")
@@ -129,3 +138,29 @@ def chat_length(tokenizer, messages: list[dict]) -> int:
     # transformers 5 returns a BatchEncoding by default; ask for the dict explicitly (as TRL does).
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
     return len(out["input_ids"])
+
+
+def check_load_args(
+    format: str,  # noqa: A002 - TRL's own word for it
+    formats: tuple[str, ...],
+    on_bad_row: str,
+    on_too_long: str,
+    max_length: int | None,
+    limit: int | None,
+    tokenizer,
+) -> None:
+    """Validate the arguments every row-checking loader shares, before any row is read.
+
+    Raises:
+        ValueError: An unknown choice, a non-positive number, or ``max_length`` without a tokenizer.
+    """
+    check_choice("format", format, ("auto", *formats))
+    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
+    check_choice("on_too_long", on_too_long, TOO_LONG_MODES)
+    check_positive("max_length", max_length)
+    check_positive("limit", limit)
+    if max_length is not None and tokenizer is None:
+        raise ValueError(
+            f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
+            "drop max_length to skip the length check."
+        )

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from align.data.checks import TOO_LONG_HINT, TOO_LONG_MODES, BadRow, chat_length, text_length
-from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, check_choice, check_positive
+from align.data.checks import TOO_LONG_HINT, BadRow, check_load_args, chat_length, text_length
+from align.data.errors import DataError, LoadReport
 from align.data.errors import count_skip, handle_bad, nothing_left
 from align.data.hh import looks_like_hh
 from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES  # noqa: F401 - re-exported
@@ -109,16 +109,7 @@ def load_preferences(
         FileNotFoundError: The source file does not exist.
         ValueError: Bad arguments, or no example is left after loading.
     """
-    check_choice("format", format, ("auto", *FORMATS))
-    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
-    check_choice("on_too_long", on_too_long, TOO_LONG_MODES)
-    check_positive("max_length", max_length)
-    check_positive("limit", limit)
-    if max_length is not None and tokenizer is None:
-        raise ValueError(
-            f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
-            "drop max_length to skip the length check."
-        )
+    check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = _State(None if format == "auto" else format)
     examples: list[RankedExample] = []

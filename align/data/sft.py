@@ -24,9 +24,9 @@ from collections.abc import Mapping
 import datasets
 from tqdm.auto import tqdm
 
-from align.data.checks import TOO_LONG_HINT, TOO_LONG_MODES, BadRow, chat_length, check_messages
+from align.data.checks import TOO_LONG_HINT, BadRow, check_load_args, chat_length, check_messages
 from align.data.checks import check_text, show, text_length
-from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, check_choice, check_positive
+from align.data.errors import DataError, LoadReport
 from align.data.errors import count_skip, handle_bad, json_type, nothing_left
 from align.data.source import describe_source, iter_rows
 
@@ -76,16 +76,7 @@ def load_sft_dataset(
         FileNotFoundError: The source file does not exist.
         ValueError: Bad arguments, or no row is left after loading.
     """
-    check_choice("format", format, ("auto", *FORMATS))
-    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
-    check_choice("on_too_long", on_too_long, TOO_LONG_MODES)
-    check_positive("max_length", max_length)
-    check_positive("limit", limit)
-    if max_length is not None and tokenizer is None:
-        raise ValueError(
-            f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
-            "drop max_length to skip the length check."
-        )
+    check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = _State(format=None if format == "auto" else format)
     rows: list[dict] = []
