@@ -3,7 +3,7 @@
 Sections:
     1. Reward-model objectives: pairwise Bradley-Terry (with the Llama-2 margin), InstructGPT's
        ranked K-wise loss, listwise Plackett-Luce, and the reward-centering auxiliary loss.
-    2. PPO policy and value losses (to come).
+    2. PPO policy and value losses: clipped surrogate, clipped value loss, masked entropy.
     3. DPO and other direct preference losses (to come).
 
 Conventions for the K-wise (ranked) objectives: ``rewards``, ``scores`` and ``mask`` are
@@ -235,3 +235,143 @@ def _per_prompt_mean(sums: Tensor, counts: Tensor) -> Tensor:
     has = counts > 0
     assert has.any(), "callers check that some prompt has a term"
     return (sums[has] / counts[has]).mean()
+
+
+# ======================================================================================
+# 2. PPO policy and value losses
+# ======================================================================================
+#
+# Conventions: ``[B, T]`` tensors over response tokens with a bool ``response_mask`` (True on real
+# tokens up to and including the EOS), the names of :class:`align.ppo.experience.Experience`.
+# ``logprobs``/``values`` are the current model's (with gradient); ``old_logprobs``/``old_values``
+# were recorded at rollout. Each loss is a mean over the real tokens of the minibatch (token-level
+# mean, as TRL and OpenRLHF). Padding is replaced by a neutral value before any arithmetic, so it
+# receives exactly zero gradient whatever it holds (even ``nan``). Statistics come back as detached
+# scalar tensors (no host sync); the loop names them ``ppo/<key>``.
+
+from align.ppo.advantages import masked_mean  # noqa: E402  (the PPO section's own import, kept with it)
+
+
+def ppo_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    clip_range: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate objective, negated, as a masked mean over response tokens.
+
+    Schulman et al. 2017, eq. 7: ``L = E_t[min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)]``
+    with ``rho_t = exp(logprobs - old_logprobs)``; we minimize ``max(-rho A, -clip(rho) A)``. When
+    the clipped term is the larger loss (``rho > 1 + eps`` with ``A > 0``, or ``rho < 1 - eps`` with
+    ``A < 0``) the token's gradient is exactly zero: the update stops pushing once the ratio has
+    moved far enough in the advantage's direction.
+
+    Args:
+        logprobs: ``[B, T]`` log-probabilities of the response tokens under the current policy.
+        old_logprobs: ``[B, T]`` the same at rollout (no gradient).
+        advantages: ``[B, T]`` (usually whitened; no gradient).
+        response_mask: ``[B, T]`` bool.
+        clip_range: ``eps``, e.g. 0.2.
+
+    Returns:
+        ``loss``: scalar.
+        ``stats``: ``clipfrac``, the fraction of real tokens where the clipped term was the larger
+        loss (strictly, so the gradient was cut); ``approx_kl``, the masked mean of
+        ``0.5 * (logprobs - old_logprobs) ** 2``, Schulman's ``k2`` estimator of
+        ``KL(old || new)`` ("Approximating KL Divergence", 2020; CleanRL's and TRL's ``approxkl``);
+        ``ratio_mean``, the masked mean of ``rho``.
+    """
+    _check_ppo_shapes(
+        "ppo_policy_loss", response_mask, logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages
+    )
+    if not clip_range > 0:
+        raise ValueError(f"ppo_policy_loss: clip_range must be > 0, got {clip_range}.")
+    log_ratio = torch.where(response_mask, _upcast(logprobs) - _upcast(old_logprobs), 0.0)
+    adv = torch.where(response_mask, _upcast(advantages), 0.0)
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), response_mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).float(), response_mask),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, response_mask),
+            "ratio_mean": masked_mean(ratio, response_mask),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    response_mask: Tensor,
+    clip_range_value: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped squared-error value loss, ``0.5 * max((V - R)^2, (V_clip - R)^2)``, masked mean.
+
+    The squared error is PPO's ``L^VF`` (Schulman et al. 2017, eq. 9); the clipping
+    ``V_clip = old_values + clip(values - old_values, -eps_v, eps_v)`` is from OpenAI baselines
+    ``ppo2`` (Huang et al. 2022, "37 implementation details", #9), kept by TRL and OpenRLHF for
+    RLHF. Like the policy clip, a token whose clipped error is the larger gets zero gradient.
+
+    Args:
+        values: ``[B, T]`` current value-head predictions.
+        old_values: ``[B, T]`` predictions at rollout (``Experience.values``; no gradient).
+        returns: ``[B, T]`` value targets from :func:`align.ppo.advantages.gae` (no gradient).
+        response_mask: ``[B, T]`` bool.
+        clip_range_value: ``eps_v``, in the units of the values (e.g. 0.2).
+
+    Returns:
+        ``loss``: scalar.
+        ``stats``: ``value_clipfrac``, the fraction of real tokens where the clipped error was
+        strictly larger.
+    """
+    _check_ppo_shapes("ppo_value_loss", response_mask, values=values, old_values=old_values, returns=returns)
+    if not clip_range_value > 0:
+        raise ValueError(f"ppo_value_loss: clip_range_value must be > 0, got {clip_range_value}.")
+    v = torch.where(response_mask, _upcast(values), 0.0)
+    v_old = torch.where(response_mask, _upcast(old_values), 0.0)
+    ret = torch.where(response_mask, _upcast(returns), 0.0)
+    v_clipped = v_old + torch.clamp(v - v_old, -clip_range_value, clip_range_value)
+    unclipped, clipped = (v - ret) ** 2, (v_clipped - ret) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), response_mask)
+    with torch.no_grad():
+        stats = {"value_clipfrac": masked_mean((clipped > unclipped).float(), response_mask)}
+    return loss, stats
+
+
+def masked_entropy_from_logits(logits: Tensor, response_mask: Tensor) -> Tensor:
+    """Mean entropy of the policy's next-token distributions over the real response tokens.
+
+    ``H_t = logsumexp(z_t) - sum_v softmax(z_t)_v z_{t,v}``, the entropy of ``softmax(z_t)``; the
+    PPO paper's entropy bonus ``S`` (Schulman et al. 2017, eq. 9) and TRL's ``entropy_from_logits``,
+    in fp32. Logged as ``ppo/entropy``; subtract ``coef * entropy`` from the loss for a bonus.
+
+    Args:
+        logits: ``[B, T, V]`` logits that predict each response token (finite).
+        response_mask: ``[B, T]`` bool.
+
+    Returns:
+        Scalar, in nats.
+    """
+    if logits.ndim != 3 or logits.shape[:2] != response_mask.shape:
+        raise ValueError(
+            f"masked_entropy_from_logits: logits must be [B, T, V] matching response_mask [B, T]; got "
+            f"{tuple(logits.shape)} and {tuple(response_mask.shape)}."
+        )
+    z = _upcast(logits)
+    entropy = torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+    return masked_mean(entropy, response_mask)
+
+
+def _check_ppo_shapes(name: str, response_mask: Tensor, **tensors: Tensor) -> None:
+    if response_mask.dtype != torch.bool:
+        raise TypeError(f"{name}: response_mask must be bool (True = real token), got {response_mask.dtype}.")
+    for key, x in tensors.items():
+        if x.shape != response_mask.shape:
+            raise ValueError(
+                f"{name}: {key} has shape {tuple(x.shape)} but response_mask has {tuple(response_mask.shape)}; "
+                "every per-token tensor is [B, T] over the response tokens."
+            )
