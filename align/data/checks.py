@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from align.data.errors import (
     BAD_ROW_MODES,
+    count_skip,
     DEFAULT_HINT,
     DataError,
     LoadReport,
@@ -164,3 +165,15 @@ def check_load_args(
             f"max_length={max_length} needs a tokenizer to count tokens; pass tokenizer=, or "
             "drop max_length to skip the length check."
         )
+
+
+def handle_too_long(report: LoadReport, err: DataError, on_too_long: str) -> bool:
+    """Apply ``on_too_long`` to an over-long row: raise ``err`` (``error``), count it as a skip and
+    return False (``skip``), or count it as truncated and return True to keep it (``truncate``)."""
+    if on_too_long == "error":
+        raise err
+    if on_too_long == "skip":
+        count_skip(report, err)
+        return False
+    report.truncated += 1
+    return True

@@ -38,9 +38,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from align.data.checks import TOO_LONG_HINT, BadRow, check_load_args, chat_length, text_length
-from align.data.errors import DataError, LoadReport
-from align.data.errors import count_skip, handle_bad, nothing_left
+from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, handle_too_long, text_length
+from align.data.errors import DataError, LoadReport, handle_bad, nothing_left
 from align.data.hh import looks_like_hh
 from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES  # noqa: F401 - re-exported
 from align.data.preference_formats import PARSERS, Parsed
@@ -129,13 +128,8 @@ def load_preferences(
                 n, at = _longest(tokenizer, example, fields)
                 if n > max_length:
                     reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
-                    err = bad(at, "too_long", reason, TOO_LONG_HINT)
-                    if on_too_long == "error":
-                        raise err
-                    if on_too_long == "skip":
-                        count_skip(report, err)
+                    if not handle_too_long(report, bad(at, "too_long", reason, TOO_LONG_HINT), on_too_long):
                         continue
-                    report.truncated += 1
             examples.append(example)
             report.rows_kept += 1
             if limit is not None and report.rows_kept >= limit:

@@ -24,10 +24,18 @@ from collections.abc import Mapping
 import datasets
 from tqdm.auto import tqdm
 
-from align.data.checks import TOO_LONG_HINT, BadRow, check_load_args, chat_length, check_messages
-from align.data.checks import check_text, show, text_length
-from align.data.errors import DataError, LoadReport
-from align.data.errors import count_skip, handle_bad, json_type, nothing_left
+from align.data.checks import (
+    TOO_LONG_HINT,
+    BadRow,
+    chat_length,
+    check_load_args,
+    check_messages,
+    check_text,
+    handle_too_long,
+    show,
+    text_length,
+)
+from align.data.errors import DataError, LoadReport, handle_bad, json_type, nothing_left
 from align.data.source import describe_source, iter_rows
 
 FORMATS = ("messages", "prompt_completion", "text")
@@ -97,12 +105,8 @@ def load_sft_dataset(
                     reason = f"{n} tokens, longer than max_length={max_length}"
                     field = _length_field(clean)
                     err = DataError(where, row, field, reason, code="too_long", hint=TOO_LONG_HINT)
-                    if on_too_long == "error":
-                        raise err
-                    if on_too_long == "skip":
-                        count_skip(report, err)
+                    if not handle_too_long(report, err, on_too_long):
                         continue
-                    report.truncated += 1
             rows.append(clean)
             report.rows_kept += 1
             if limit is not None and report.rows_kept >= limit:

@@ -1,6 +1,5 @@
 """A real W&B offline run folder and real TensorBoard event files."""
 
-import os
 
 import pytest
 
