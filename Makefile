@@ -1,8 +1,9 @@
 # align: the pipeline's commands. `make help` lists them.
 #   make pipeline        run every stage on the embedded default (set-up included)
 #   make test            run the test suite (set-up included)
-# Common variables: RUN=<name> (run folder outputs/<name>/), ARGS="<hydra overrides>",
-# UPSTREAM=0 (do not build the previous stage's output first, e.g. for a hub model).
+# Common variables: RUN=<name> (run folder outputs/<name>/), ARGS="<hydra overrides>" for the
+# stages named on the command line, <STAGE>_ARGS (PRETRAIN_ARGS, SFT_ARGS, PREFS_ARGS, RM_ARGS)
+# for one stage wherever it runs, UPSTREAM=0 (do not build a missing previous stage first).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,7 +19,10 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 STAMP := $(VENV)/.stamp-install
 RUN_DIR := outputs/$(RUN)
-STAGE = $(PY) stages/$(1).py run=$(RUN) $(ARGS)
+# ARGS reach only the stages you named (`make sft ARGS=peft=lora` must not hand peft=lora to an
+# upstream pretrain it builds); <STAGE>_ARGS reach that stage also when it is built as upstream.
+stage_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS)) $($(shell echo $(1) | tr a-z A-Z)_ARGS)
+STAGE = $(PY) stages/$(1).py run=$(RUN) $(call stage_args,$(1))
 # A stage is complete when its metrics.json exists (written last, atomically). The previous
 # stage is a file target: built when missing, reused when present.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
@@ -28,6 +32,7 @@ upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "Variables: RUN=$(RUN) ARGS='$(ARGS)' UPSTREAM=$(UPSTREAM) TORCH_SPEC=$(TORCH_SPEC)"
+	@echo "  ARGS go to the stages named on the command line; SFT_ARGS, RM_ARGS, ... to one stage."
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

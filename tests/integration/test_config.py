@@ -28,6 +28,9 @@ def _cases():
             if group not in _groups_of(stage):
                 continue
             for opt in _options(group):
+                # Convention (docs/design.md): experiment/<stage>_<name>.yaml belongs to <stage>.
+                if group == "experiment" and not opt.startswith(f"{stage}_"):
+                    continue
                 yield stage, [f"{group}={opt}"]
 
 
@@ -55,3 +58,11 @@ def test_every_stage_lists_the_groups_it_is_tested_with():
     assert {"model", "logger", "debug", "experiment"} <= _groups_of("prefs")
     assert {"model", "data", "peft", "logger", "deepspeed"} <= _groups_of("rm")
     assert "peft" not in _groups_of("pretrain")
+
+
+def test_every_experiment_names_its_stage_and_says_how_to_run_it():
+    for path in (CONF / "experiment").glob("*.yaml"):
+        assert path.stem.split("_")[0] in STAGES, path.name
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path.name
+        assert "make " in text and "Expected" in text and "Hardware" in text, path.name

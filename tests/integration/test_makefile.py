@@ -1,0 +1,28 @@
+"""The Makefile's stage chaining and override routing (dry runs: `make -n` prints, runs nothing)."""
+
+import subprocess
+
+from tests.conftest import REPO
+
+
+def _dry(*args):
+    out = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if "stages/" in line]
+
+
+def test_args_reach_named_stages_only_and_stage_args_reach_their_stage():
+    lines = _dry("sft", "rm", "RUN=dry-run-test", "ARGS=trainer.max_steps=2", "RM_ARGS=rm.loss=pairwise")
+    pretrain = [l for l in lines if "stages/pretrain.py" in l]
+    prefs = [l for l in lines if "stages/prefs.py" in l]
+    rm = [l for l in lines if "stages/rm.py" in l]
+    # A fresh run folder: the upstream stages are built first, without the named stages' ARGS
+    # (pretrain and prefs have no trainer.max_steps / peft to take).
+    assert pretrain and all("max_steps" not in l for l in pretrain)
+    assert prefs and all("max_steps" not in l for l in prefs)
+    assert rm and all("trainer.max_steps=2" in l and "rm.loss=pairwise" in l for l in rm)
+    assert all("run=dry-run-test" in l for l in lines)
+
+
+def test_upstream_zero_builds_nothing_first():
+    lines = _dry("rm", "RUN=dry-run-test", "UPSTREAM=0")
+    assert len(lines) == 1 and "stages/rm.py" in lines[0]
