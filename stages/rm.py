@@ -28,10 +28,10 @@ import hydra
 from datasets import Dataset
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import TrainingArguments, set_seed
+from transformers import AutoConfig, TrainingArguments, set_seed
 from trl import RewardConfig, RewardTrainer
 
-from align.adapters import check_peft_choice
+from align.adapters import check_peft_choice, check_quantizable, quantization_config
 from align.checkpoints import latest_checkpoint
 from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
 from align.data import iter_rows, load_preferences, to_pairs
@@ -80,8 +80,11 @@ def run(cfg: DictConfig) -> float:
     val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
 
-    # 3. Model.
-    model = load_reward_model(base, tokenizer, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    # 3. Model (4-bit base for QLoRA).
+    check_quantizable(AutoConfig.from_pretrained(base), cfg.peft.method)
+    quant = quantization_config(to_plain(cfg.peft.get("quantization")))
+    extra = {"quantization_config": quant} if quant is not None else {}
+    model = load_reward_model(base, tokenizer, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, **extra)
     peft_config = None
     if cfg.peft.method != "none":
         peft_config = instantiate(cfg.peft.config, task_type="SEQ_CLS", _convert_="all")
@@ -136,6 +139,7 @@ def run(cfg: DictConfig) -> float:
         "train/truncated_sequences": n_truncated,
         "model/parameters": total,
         "model/trainable_parameters": trainable,
+        "model/loaded_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),

@@ -43,7 +43,8 @@ def test_rm_cli_on_k4_ranked_prefs_writes_report_card_and_loads(tiny_prefs):
 
 
 @pytest.mark.parametrize("loss,extra", [("pairwise", ["rm.margin=true", "rm.center_rewards_coefficient=0.01"]),
-                                        ("plackett_luce", []), ("ranked", ["peft=lora"])])
+                                        ("plackett_luce", []), ("ranked", ["peft=lora"]),
+                                        ("ranked", ["peft=qlora"])])
 def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss, extra):
     from stages.rm import run
 
@@ -58,8 +59,10 @@ def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss,
     # final/ always reloads in plain transformers as a one-label reward model (LoRA: merged).
     rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "r" / "rm" / "final")
     assert rm.config.num_labels == 1
-    if "peft=lora" in extra:
+    if any(e.startswith("peft=") for e in extra):
         assert (tmp_path / "r" / "rm" / "final_adapter" / "adapter_config.json").exists()
+    # QLoRA: the base really was 4-bit while training (and only then).
+    assert m["model/loaded_in_4bit"] is ("peft=qlora" in extra)
 
 
 def test_rm_refuses_prompt_tuning_and_unknown_loss(tmp_path):
