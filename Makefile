@@ -24,7 +24,8 @@ RUN_DIR := outputs/$(RUN)
 stage_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS)) $($(shell echo $(1) | tr a-z A-Z)_ARGS)
 STAGE = $(PY) stages/$(1).py run=$(RUN) $(call stage_args,$(1))
 # A stage is complete when its metrics.json exists (written last, atomically). The previous
-# stage is a file target: built when missing, reused when present.
+# stage is a file target: built when missing, reused when present. Each file target lists its
+# own upstream (order-only), so `make rm` alone builds pretrain -> sft -> prefs -> rm.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 
 .PHONY: help install data pretrain sft prefs rm pipeline test test-fast bench-sft bench-rm sync clean-run
@@ -54,19 +55,19 @@ $(RUN_DIR)/pretrain/metrics.json: | $(STAMP)
 sft: install $(call upstream,pretrain) ## Supervised fine-tuning from the run's pretrain/final
 	$(call STAGE,sft)
 
-$(RUN_DIR)/sft/metrics.json: | $(STAMP)
+$(RUN_DIR)/sft/metrics.json: | $(STAMP) $(call upstream,pretrain)
 	$(call STAGE,sft)
 
 prefs: install $(call upstream,sft) ## Ranked preferences from simulated annotators on SFT samples
 	$(call STAGE,prefs)
 
-$(RUN_DIR)/prefs/metrics.json: | $(STAMP)
+$(RUN_DIR)/prefs/metrics.json: | $(STAMP) $(call upstream,sft)
 	$(call STAGE,prefs)
 
 rm: install $(call upstream,sft) $(call upstream,prefs) ## Reward model on ranked preferences + report card
 	$(call STAGE,rm)
 
-$(RUN_DIR)/rm/metrics.json: | $(STAMP)
+$(RUN_DIR)/rm/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
 	$(call STAGE,rm)
 
 pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm)

@@ -26,3 +26,15 @@ def test_args_reach_named_stages_only_and_stage_args_reach_their_stage():
 def test_upstream_zero_builds_nothing_first():
     lines = _dry("rm", "RUN=dry-run-test", "UPSTREAM=0")
     assert len(lines) == 1 and "stages/rm.py" in lines[0]
+
+
+def test_a_lone_downstream_target_builds_the_whole_chain_in_order():
+    # `make rm` on a fresh run folder: pretrain -> sft -> prefs -> rm (dry runs list a stage once
+    # per rule that may build it; a real run builds each once: the marker exists after the first).
+    lines = _dry("rm", "RUN=dry-run-test")
+    order = []
+    for line in lines:
+        stage = line.split("stages/")[1].split(".py")[0]
+        if stage not in order:
+            order.append(stage)
+    assert order == ["pretrain", "sft", "prefs", "rm"]
