@@ -3,56 +3,22 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from align.data import DataError, RankedExample, load_preferences
+from tests.unit.data.helpers import write_lines
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures"
 # CI checks shared/ out beside the repository.
 SHARED_HH = REPO.parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl"
 
-# A ChatML-like template, as in test_sft.py (kept local: no dependency on align.tokenizer).
-CHAT_TEMPLATE = (
-    "{%- for m in messages %}"
-    "{{- '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
-)
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (vocab 300) trained on a few sentences."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(
-        ["hello world, how are you?", "the quick brown fox jumps over the lazy dog"] * 5, trainer
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def write_lines(path: Path, lines) -> Path:
-    """Write ``lines`` (dicts become JSON, strings are written as is) one per line."""
-    path.write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
-    return path
 
 
 def msg(role: str, content: str) -> dict:

@@ -11,12 +11,8 @@ import datasets
 import pytest
 
 from align.data import DataError, LoadReport, SourceRef, handle_bad, iter_rows
+from tests.unit.data.helpers import write_lines
 
-
-def write_lines(path, lines):
-    """Write ``lines`` (dicts become JSON, strings are written as is) one per line."""
-    path.write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
-    return path
 
 
 def read_all(*args, **kwargs):

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import datasets
 import pytest
 
 from align.data import DataError, load_text_dataset
+from tests.unit.data.helpers import write_lines
 
-
-def write_lines(path, lines):
-    """Write ``lines`` (dicts become JSON, strings are written as is) one per line."""
-    path.write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
-    return path
 
 
 def test_txt_one_document_per_line_blank_lines_counted(tmp_path):
