@@ -62,3 +62,24 @@ def setup_logging(out_dir: Path, stage: str) -> None:
     root.addHandler(fh)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+
+
+def begin_stage(cfg: DictConfig) -> Path:
+    """The start every stage shares: seed, output folder, ``<stage>.log``, and the resolved
+    config saved to ``config.yaml`` and logged. Returns the output folder."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    out_dir = stage_output_dir(cfg)
+    setup_logging(out_dir, cfg.stage)
+    logging.getLogger(f"align.{cfg.stage}").info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+    return out_dir
+
+
+def open_tracker(cfg: DictConfig, out_dir: Path):
+    """The stage's experiment-tracking run, from the ``logger`` group (grouped by run name)."""
+    from align.tracking import Tracker
+
+    return Tracker(
+        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
+    )

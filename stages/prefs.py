@@ -25,9 +25,8 @@ from collections import defaultdict
 
 import hydra
 from omegaconf import DictConfig
-from transformers import set_seed
 
-from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
 from align.farm import gold_score
 from align.farm.annotators import agreement, annotate
@@ -35,7 +34,6 @@ from align.farm.candidates import ranked_candidates
 from align.generation import generate_responses
 from align.modeling import load_causal_lm, load_tokenizer
 from align.outputs import atomic_write_text, write_metrics
-from align.tracking import Tracker
 
 log = logging.getLogger("align.prefs")
 
@@ -47,13 +45,8 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"prefs k={cfg.k}: ranked lists hold 2 to 9 responses.")
     if not 0 <= cfg.num_policy_samples <= cfg.k:
         raise ValueError(f"num_policy_samples={cfg.num_policy_samples} must be between 0 and k={cfg.k}.")
-    set_seed(cfg.seed)
-    out_dir = stage_output_dir(cfg)
-    setup_logging(out_dir, cfg.stage)
-    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
-    tracker = Tracker(
-        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
-    )
+    out_dir = begin_stage(cfg)
+    tracker = open_tracker(cfg, out_dir)
 
     # 2. Policy and prompts.
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)

@@ -24,17 +24,16 @@ import time
 import hydra
 import torch
 from omegaconf import DictConfig
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from align.checkpoints import latest_checkpoint
-from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_text_dataset
 from align.modeling import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
 from align.outputs import FINAL, write_metrics
 from align.packing import pack_texts, separator_id
 from align.precision import precision_args
 from align.tokenizer import train_tokenizer
-from align.tracking import Tracker
 
 log = logging.getLogger("align.pretrain")
 
@@ -44,13 +43,8 @@ def run(cfg: DictConfig) -> float:
     # 1. Seed, output folder, logging, resolved config, tracker.
     if cfg.model.init not in ("scratch", "pretrained"):
         raise ValueError(f"model.init={cfg.model.init!r} must be 'scratch' or 'pretrained'.")
-    set_seed(cfg.seed)
-    out_dir = stage_output_dir(cfg)
-    setup_logging(out_dir, cfg.stage)
-    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
-    tracker = Tracker(
-        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
-    )
+    out_dir = begin_stage(cfg)
+    tracker = open_tracker(cfg, out_dir)
 
     # 2. Data sources first (bad input fails before any training), then tokenizer and model.
     train_docs, train_report = load_text_dataset(

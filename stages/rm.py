@@ -28,12 +28,12 @@ import hydra
 from datasets import Dataset
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import AutoConfig, TrainingArguments, set_seed
+from transformers import AutoConfig, TrainingArguments
 from trl import RewardConfig, RewardTrainer
 
 from align.adapters import check_peft_choice, check_quantizable, quantization_config
 from align.checkpoints import latest_checkpoint
-from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.config import begin_stage, open_tracker, to_plain
 from align.data import iter_rows, load_preferences, to_pairs
 from align.farm import gold_score
 from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
@@ -52,7 +52,6 @@ from align.reward_model import (
     tokenize_response,
 )
 from align.reward_report import apply_gate, report_card
-from align.tracking import Tracker
 
 log = logging.getLogger("align.rm")
 RM_PEFT = ("none", "lora", "qlora", "ia3")
@@ -66,10 +65,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.peft.method not in RM_PEFT:
         raise ValueError(f"peft={cfg.peft.method} is not supported for reward models; use one of {', '.join(RM_PEFT)}.")
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
-    set_seed(cfg.seed)
-    out_dir = stage_output_dir(cfg)
-    setup_logging(out_dir, cfg.stage)
-    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+    out_dir = begin_stage(cfg)
 
     # 2. Tokenizer and data.
     base = resolve_full_model_path(cfg.model.name_or_path)
@@ -90,7 +86,7 @@ def run(cfg: DictConfig) -> float:
         peft_config = instantiate(cfg.peft.config, task_type="SEQ_CLS", _convert_="all")
 
     # 4. Train.
-    tracker = Tracker(cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode)
+    tracker = open_tracker(cfg, out_dir)
     common = dict(output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
                   **precision_args(cfg.precision), **to_plain(cfg.trainer))
     if cfg.rm.loss == "pairwise":

@@ -25,12 +25,12 @@ import time
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from transformers import AutoConfig, set_seed
+from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
 
 from align.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
 from align.checkpoints import latest_checkpoint
-from align.config import save_resolved_config, setup_logging, stage_output_dir, to_plain
+from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, load_sft_dataset
 from align.evaluation import gold_metrics, sample_rows
 from align.generation import generate_responses
@@ -43,7 +43,6 @@ from align.modeling import (
 )
 from align.outputs import FINAL, write_metrics
 from align.precision import precision_args
-from align.tracking import Tracker
 
 log = logging.getLogger("align.sft")
 
@@ -55,10 +54,7 @@ def run(cfg: DictConfig) -> float:
         cfg.peft.method, cfg.peft.merge, cfg.peft.config, cfg.trainer.packing,
         cfg.trainer.get("gradient_checkpointing", True),  # TRL's default is True
     )
-    set_seed(cfg.seed)
-    out_dir = stage_output_dir(cfg)
-    setup_logging(out_dir, cfg.stage)
-    log.info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
+    out_dir = begin_stage(cfg)
 
     # 2. Tokenizer and data.
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
@@ -86,9 +82,7 @@ def run(cfg: DictConfig) -> float:
     base_metrics = _gold(model, tokenizer, gold_prompts, cfg, prefix="gold/base_") if gold_prompts else {}
 
     # 4. Train.
-    tracker = Tracker(
-        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
-    )
+    tracker = open_tracker(cfg, out_dir)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         report_to=tracker.report_to,
