@@ -46,3 +46,20 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
 def sample_rows(prompts: list[str], gens: Generations, k: int = 8) -> list[list]:
     """The first ``k`` (prompt, response, gold score) rows, for a samples table."""
     return [[p, r, round(gold_details(p, r)["score"], 3)] for p, r in list(zip(prompts, gens.texts))[:k]]
+
+
+def gold_win_rate(prompts: list[str], texts: list[str], baseline_texts: list[str]) -> float:
+    """Fraction of prompts where ``texts`` scores higher under the gold oracle than ``baseline_texts``.
+
+    Ties count half (AlpacaFarm's win rate), so two identical policies score exactly 0.5.
+    """
+    if not (len(prompts) == len(texts) == len(baseline_texts)) or not prompts:
+        raise ValueError(
+            f"gold_win_rate needs one response per prompt from each policy; got {len(prompts)} prompts, "
+            f"{len(texts)} and {len(baseline_texts)} responses."
+        )
+    wins = 0.0
+    for p, a, b in zip(prompts, texts, baseline_texts):
+        sa, sb = gold_details(p, a)["score"], gold_details(p, b)["score"]
+        wins += 1.0 if sa > sb else 0.5 if sa == sb else 0.0
+    return wins / len(prompts)

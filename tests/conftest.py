@@ -66,6 +66,7 @@ def tiny_run(tmp_path_factory) -> dict:
 
 SFT_FAST = ["trainer.max_steps=3", "trainer.per_device_train_batch_size=8", "data.limit=48",
             "data.num_gold_prompts=8", "gold.max_new_tokens=12", "logger=none", "trainer.save_steps=2"]
+RM_FAST = ["trainer.max_steps=4", "trainer.per_device_train_batch_size=8", "logger=none", "trainer.save_steps=2"]
 PREFS_FAST = ["prompts.num_train=48", "prompts.num_validation=16", "sampling.max_new_tokens=16", "logger=none"]
 
 
@@ -81,3 +82,21 @@ def tiny_prefs(tiny_sft) -> dict:
     """The tiny run with a finished ``prefs`` stage (K=4 ranked lists), by its real command line."""
     run_stage_cli("prefs", tiny_sft["common"] + PREFS_FAST)
     return tiny_sft
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tiny_prefs) -> dict:
+    """The tiny run with a finished ``rm`` stage (K=4 ranked loss), by its real command line."""
+    run_stage_cli("rm", tiny_prefs["common"] + RM_FAST)
+    return tiny_prefs
+
+
+DPO_FAST = ["trainer.max_steps=3", "trainer.per_device_train_batch_size=8", "trainer.logging_steps=1",
+            "data.limit=16", "eval.num_prompts=8", "eval.max_new_tokens=12", "logger=none", "trainer.save_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dpo(tiny_prefs) -> dict:
+    """The tiny run with a finished ``dpo`` stage (sigmoid loss, frozen-copy reference), by its real command line."""
+    run_stage_cli("dpo", tiny_prefs["common"] + DPO_FAST)
+    return tiny_prefs

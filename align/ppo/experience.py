@@ -48,6 +48,9 @@ class Experience:
         advantages: ``[B, T]`` GAE advantages (whitened or not, as the loop decides).
         returns: ``[B, T]`` value targets, ``advantages + values`` before whitening.
         context_length: ``P``, where the response starts in ``query_responses``.
+        attention_mask: ``[B, P + T]`` long, 1 on real prompt and response tokens (the prompt is
+            left-padded); ``None`` means "every token not equal to padding", which the loop never
+            relies on since a model may emit the pad token.
     """
 
     query_responses: Tensor
@@ -61,6 +64,7 @@ class Experience:
     advantages: Tensor
     returns: Tensor
     context_length: int
+    attention_mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.responses.ndim != 2:
@@ -90,6 +94,12 @@ class Experience:
             raise ValueError(
                 f"Experience: query_responses has shape {tuple(self.query_responses.shape)}, expected "
                 f"[B, context_length + T] = {expected} (context_length={self.context_length}, T={t})."
+            )
+
+        if self.attention_mask is not None and self.attention_mask.shape != self.query_responses.shape:
+            raise ValueError(
+                f"Experience: attention_mask has shape {tuple(self.attention_mask.shape)} but "
+                f"query_responses is {tuple(self.query_responses.shape)}."
             )
 
     def __len__(self) -> int:

@@ -6,9 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.conftest import compose_stage, run_stage_cli
-
-RM_FAST = ["trainer.max_steps=4", "trainer.per_device_train_batch_size=8", "logger=none", "trainer.save_steps=2"]
+from tests.conftest import RM_FAST, compose_stage, run_stage_cli
 
 
 def _png_ok(path):
@@ -19,9 +17,8 @@ def _png_ok(path):
     assert img.std() > 0.01  # not a blank frame
 
 
-def test_rm_cli_on_k4_ranked_prefs_writes_report_card_and_loads(tiny_prefs):
-    run_stage_cli("rm", tiny_prefs["common"] + RM_FAST)
-    stage = tiny_prefs["run_dir"] / "rm"
+def test_rm_cli_on_k4_ranked_prefs_writes_report_card_and_loads(tiny_rm):
+    stage = tiny_rm["run_dir"] / "rm"  # made by the real command line (conftest.tiny_rm)
     m = json.loads((stage / "metrics.json").read_text())
     for key in ("eval/accuracy", "gold/accuracy", "eval/ece", "eval/length_corr", "eval/top1_accuracy",
                 "gold/top1_accuracy", "eval/margin_mean", "reward/mean", "reward/std", "gate/passed"):

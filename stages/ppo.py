@@ -1,0 +1,446 @@
+"""Stage ``ppo``: our own PPO (InstructGPT recipe) against this run's reward model.
+
+TRL removed its ``PPOTrainer`` in 2026; this loop is ours, built from the small parts in
+``align/ppo/`` and the losses in ``align/losses.py``, and reads top to bottom like CleanRL's
+``ppo.py``. Each iteration:
+
+    rollout     sample one response per prompt from the policy (KV cache, left padding,
+                stop at EOS, trimmed to the longest real response)
+    experience  old/reference log-probs, values, RM scores (normalized, no-EOS penalty),
+                KL-shaped rewards, GAE advantages (whitened) and returns
+    update      ppo_epochs over shuffled minibatches: clipped policy loss + vf_coef * clipped value
+                loss (- entropy bonus, + PPO-ptx), gradient accumulation and clipping
+    control     the KL controller moves beta towards its target
+    monitor     every eval.every iterations: proxy and gold scores of greedy and sampled
+                responses on held-out prompts (history.jsonl, the plot), checkpoint
+
+Steps:
+    1. Validate the config and the reward model's quality gate (before loading a model).
+    2. Tokenizer and prompts.
+    3. Models for ``ppo.mode`` (full: four models; lora: two bases with adapters), optimizers.
+    4. Resume from the newest checkpoint when ``resume=true``.
+    5. The loop.
+    6. Final comparison with SFT on the test prompts; save ``final/``; ``metrics.json``.
+
+Run: ``make ppo`` (after ``make rm``) or ``python stages/ppo.py [overrides]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from align.config import begin_stage, open_tracker, to_plain
+from align.data import load_prompts
+from align.generation import chat_prompt_ids
+from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
+from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
+from align.outputs import FINAL, write_metrics
+from align.ppo.advantages import masked_mean
+from align.ppo.checkpoint import load_latest, load_trainable_state, save_checkpoint, set_rng_state, trainable_state
+from align.ppo.experience_maker import RewardSpec, experience_rollout, make_experience
+from align.ppo.kl import make_kl_controller
+from align.ppo.models import MODES, load_ppo_models, logprobs_from_logits, response_logits, response_values, reward_suffix_ids
+from align.ppo.monitor import append_history, plot_history, policy_snapshot, read_history, truncate_history
+from align.ppo.rollout import generate_rollout
+from align.precision import precision_args
+from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
+
+log = logging.getLogger("align.ppo")
+
+
+def run(cfg: DictConfig) -> float:
+    """Run the stage; return the gold win rate against SFT (proxy score without an oracle)."""
+    # 1. Validate everything that can be checked without a model.
+    p = cfg.ppo
+    _validate(cfg)
+    policy_path = resolve_full_model_path(cfg.model.name_or_path)
+    rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
+    check_reward_gate(rm_path, p.allow_failed_rm)
+    out_dir = begin_stage(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = _autocast(cfg.precision, device)
+
+    # 2. Tokenizer (the reward model must share it: scores are read on the policy's tokens) and prompts.
+    tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
+    if load_tokenizer(rm_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
+                         "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
+    train_prompts = load_prompts(cfg.data.train, limit=cfg.data.limit)
+    train_ids, skipped = _prompt_ids(tokenizer, train_prompts, cfg.max_prompt_length, cfg.on_too_long, cfg.data.train)
+    val_prompts = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else []
+    val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
+    gold = cfg.data.gold == "farm"
+    log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
+
+    # 3. Models, optimizers, schedulers, KL controller.
+    models = load_ppo_models(policy_path, rm_path, tokenizer.pad_token_id, p.mode, to_plain(p.lora), to_plain(p.lora),
+                             device=device)
+    spec = RewardSpec(*_normalization(rm_path, cfg.reward_model.normalize), p.no_eos_penalty,
+                      tokenizer.eos_token_id, tokenizer.pad_token_id, reward_suffix_ids(tokenizer))
+    opt_pi = torch.optim.AdamW(models.trainable("policy"), lr=p.policy_lr, eps=p.adam_eps, weight_decay=p.weight_decay)
+    opt_v = torch.optim.AdamW(models.trainable("value"), lr=p.value_lr, eps=p.adam_eps, weight_decay=p.weight_decay)
+    steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
+    schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
+    sched_pi, sched_v = (torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (opt_pi, opt_v))
+    kl_ctl = make_kl_controller(p.kl.kind, **_kl_kwargs(p.kl))
+    ptx = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else None
+    trainable_pi, total_pi = count_parameters(models.policy)
+    trainable_v, total_v = count_parameters(models.value)
+    log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
+
+    before = snapshot_trainable(models.policy)  # the SFT weights (LoRA: zero deltas), also when resuming
+    ref_before = _reference_fingerprint(models)
+
+    # 4. Resume.
+    start_iter = 0
+    if cfg.resume and (state := load_latest(out_dir / "checkpoints")) is not None:
+        load_trainable_state(models.policy, state["policy"])
+        load_trainable_state(models.value, state["value"])
+        for obj, key in ((opt_pi, "opt_policy"), (opt_v, "opt_value"), (sched_pi, "sched_policy"),
+                         (sched_v, "sched_value"), (kl_ctl, "kl")):
+            obj.load_state_dict(state[key])
+        if ptx is not None:
+            ptx.position = state["ptx_position"]
+        start_iter = state["iteration"]
+        set_rng_state(state["rng"])
+        truncate_history(out_dir, start_iter)
+        log.info("resumed at iteration %d (beta %.4f)", start_iter, kl_ctl.value)
+    elif not cfg.resume:
+        truncate_history(out_dir, -1)
+
+    # 5. The loop.
+    tracker = open_tracker(cfg, out_dir)
+    timed = {"samples": 0, "seconds": 0.0}
+    last: dict[str, float] = {}
+    for it in range(start_iter, p.total_iterations):
+        t0 = time.perf_counter()
+        batch = [train_ids[i] for i in _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)]
+        with autocast:
+            rollout = generate_rollout(models.policy, batch, spec.eos_token_id, spec.pad_token_id,
+                                       cfg.generation.max_new_tokens, True, cfg.generation.temperature, cfg.generation.top_p)
+            exp, stats = make_experience(models, rollout, spec, kl_ctl.value, p.kl_estimator, p.gamma, p.lam,
+                                         p.whiten_advantages, cfg.generation.temperature, p.micro_batch_size)
+        del rollout
+        t1 = time.perf_counter()
+        stats.update(_update(models, exp, (opt_pi, opt_v), (sched_pi, sched_v), cfg, it, autocast, ptx,
+                             train_policy=it >= p.critic_warmup_iterations))
+        del exp
+        stats["ppo/kl_coef"] = kl_ctl.value
+        kl_ctl.update(stats["ppo/kl_ref"], p.rollout_batch_size)
+        t2 = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # generation and training must not keep each other's buffers
+        stats.update({"timing/rollout": t1 - t0, "timing/update": t2 - t1, "rollout/samples": (it + 1) * p.rollout_batch_size,
+                      "ppo/lr": sched_pi.get_last_lr()[0]})
+        if it > start_iter or p.total_iterations - start_iter == 1:  # the first iteration warms up
+            timed["samples"] += p.rollout_batch_size
+            timed["seconds"] += t2 - t0
+        if (it + 1) % cfg.log_every == 0 or it + 1 == p.total_iterations:
+            log.info("iter %d/%d | %s", it + 1, p.total_iterations, " ".join(
+                f"{k.split('/')[-1]}={v:.4g}" for k, v in stats.items() if k.startswith(("ppo/", "rollout/score", "timing/"))))
+        if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations):
+            with autocast:
+                snap, texts = policy_snapshot(models, tokenizer, val_prompts, val_ids, spec, cfg.generation.max_new_tokens,
+                                              cfg.generation.temperature, p.micro_batch_size, gold)
+            row = {"iteration": it + 1, "samples": (it + 1) * p.rollout_batch_size, "ppo/kl_ref": stats["ppo/kl_ref"],
+                   "rollout/score_mean": stats["rollout/score_mean"], **snap}
+            append_history(out_dir, row)
+            stats.update(snap)
+            tracker.log_table("samples", ["iteration", "prompt", "response"],
+                              [[it + 1, q, r] for q, r in zip(val_prompts, texts)][: cfg.eval.num_samples_logged])
+            log.info("monitor @%d: %s", it + 1, json.dumps({k: round(v, 4) for k, v in snap.items()}))
+        tracker.log(stats, step=it + 1)
+        last = stats
+        if cfg.checkpoint.every and (it + 1) % cfg.checkpoint.every == 0:
+            save_checkpoint(out_dir / "checkpoints", it + 1, {
+                "policy": trainable_state(models.policy), "value": trainable_state(models.value),
+                "opt_policy": opt_pi.state_dict(), "opt_value": opt_v.state_dict(),
+                "sched_policy": sched_pi.state_dict(), "sched_value": sched_v.state_dict(),
+                "kl": kl_ctl.state_dict(), "ptx_position": ptx.position if ptx is not None else 0,
+            }, keep=cfg.checkpoint.keep)
+
+    # 6. Final comparison with SFT on the test prompts, save, metrics.
+    metrics = {k: v for k, v in last.items() if not k.startswith("timing/")}
+    metrics.update({
+        "ppo/iterations": p.total_iterations,
+        "ppo/kl_coef_final": kl_ctl.value,
+        "perf/samples_per_s": timed["samples"] / timed["seconds"] if timed["seconds"] else float("nan"),
+        "perf/peak_rss_mb": _peak_rss_mb(),
+        "model/policy_trainable_parameters": trainable_pi,
+        "model/value_trainable_parameters": trainable_v,
+        "train/policy_delta_norm": trainable_delta_norm(models.policy, before),
+        "train/reference_unchanged": _reference_fingerprint(models) == ref_before,
+        "data/train_prompts": len(train_ids),
+        "data/train_prompts_skipped_too_long": skipped,
+    })
+    if device.type == "cuda":
+        metrics["perf/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if cfg.eval.final:
+        with autocast:
+            metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker))
+    plot_history(out_dir, read_history(out_dir))
+    _save_final(models, tokenizer, out_dir)
+    write_metrics(out_dir, metrics)
+    tracker.finish(metrics)
+    return metrics.get("gold/win_rate_vs_sft", metrics.get("proxy/score_mean", float("nan")))
+
+
+def _update(models, exp, optimizers, schedulers, cfg, it, autocast, ptx, train_policy: bool) -> dict[str, float]:
+    """``ppo_epochs`` passes over shuffled minibatches; gradient accumulation over micro-batches."""
+    p = cfg.ppo
+    models.policy.train()
+    models.value.train()
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + it)  # the shuffle is a function of (seed, it)
+    sums: dict[str, float] = {}
+    n_mb = 0
+    for _ in range(p.ppo_epochs):
+        for mb in exp.minibatches(p.mini_batch_size, generator):
+            n_micro = math.ceil(len(mb) / p.micro_batch_size)
+            for start in range(0, len(mb), p.micro_batch_size):
+                micro = mb._map(lambda x, s=start: x[s : s + p.micro_batch_size])
+                weight = len(micro) / len(mb)
+                with autocast:
+                    loss, stats = _micro_loss(models, micro, cfg, train_policy)
+                    if ptx is not None and train_policy:
+                        ids, attn, labels = ptx.next(micro.responses.device)
+                        from align.ppo.ptx import ptx_loss
+
+                        lp = ptx_loss(models.policy, ids, attn, labels)
+                        loss = loss + p.ptx_coef * lp
+                        stats["ppo/ptx_loss"] = lp.detach()
+                (loss * weight).backward()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * weight
+            for model, opt, sched in zip((models.policy, models.value), optimizers, schedulers):
+                torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], p.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            n_mb += 1 if n_micro else 0
+    return {k: v / max(n_mb, 1) for k, v in sums.items()}
+
+
+def _micro_loss(models, micro, cfg, train_policy: bool):
+    """The PPO loss of one micro-batch and its statistics (policy, value, entropy)."""
+    p = cfg.ppo
+    view = experience_rollout(micro)
+    mask = micro.response_mask
+    values = response_values(models.value, view)
+    v_loss, v_stats = ppo_value_loss(values, micro.values, micro.returns, mask, p.clip_range_value)
+    stats = {"ppo/value_loss": v_loss.detach(), **{f"ppo/{k}": v for k, v in v_stats.items()}}
+    if not train_policy:  # critic warm-up
+        return p.vf_coef * v_loss, stats
+    logits = response_logits(models.policy, view, cfg.generation.temperature)
+    logprobs = logprobs_from_logits(logits, micro.responses)
+    pg_loss, pg_stats = ppo_policy_loss(logprobs, micro.old_logprobs, micro.advantages, mask, p.clip_range)
+    loss = pg_loss + p.vf_coef * v_loss
+    entropy = masked_entropy_from_logits(logits if p.entropy_coef else logits.detach(), mask)
+    if p.entropy_coef:
+        loss = loss - p.entropy_coef * entropy
+    stats.update({"ppo/policy_loss": pg_loss.detach(), "ppo/entropy": entropy.detach(),
+                  **{f"ppo/{k}": v for k, v in pg_stats.items()}})
+    return loss, stats
+
+
+@torch.no_grad()
+def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[str, float]:
+    """PPO vs. SFT (the reference) on the test prompts: greedy gold score, win rate, proxy, KL."""
+    from align.evaluation import gold_metrics, gold_win_rate, sample_rows
+    from align.generation import Generations
+    from align.ppo.experience_maker import score_rollout
+    from align.ppo.rollout import decode_responses
+
+    prompts = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
+    ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
+    out, ppo_texts = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
+                                     cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
+    out = {("ppo/kl_ref_test" if k == "eval/kl_ref" else k): v for k, v in out.items()}
+    sft_texts, sft_proxy, sft_len, sft_ended = [], [], [], []
+    with models.reference() as ref:
+        for start in range(0, len(ids), cfg.ppo.micro_batch_size):
+            r = generate_rollout(ref, ids[start : start + cfg.ppo.micro_batch_size], spec.eos_token_id,
+                                 spec.pad_token_id, cfg.generation.max_new_tokens, do_sample=False)
+            sft_texts += decode_responses(tokenizer, r)
+            sft_len += r.response_lengths().tolist()
+            sft_ended += r.ended.tolist()
+            sft_proxy += score_rollout(models, r, spec, cfg.ppo.micro_batch_size)[0].tolist()
+    out["sft/proxy/score_mean"] = sum(sft_proxy) / len(sft_proxy)
+    if gold:
+        full = gold_metrics(prompts, Generations(ppo_texts, [0] * len(prompts), [True] * len(prompts)))
+        out.update({k: v for k, v in full.items() if k.startswith(("gold/correct", "gold/perfect", "gold/score/"))})
+        sft = gold_metrics(prompts, Generations(sft_texts, sft_len, sft_ended), prefix="sft/gold/")
+        out["sft/gold/score_mean"] = sft["sft/gold/score_mean"]
+        out["sft/gold/perfect_frac"] = sft["sft/gold/perfect_frac"]
+        out["gold/win_rate_vs_sft"] = gold_win_rate(prompts, ppo_texts, sft_texts)
+        rows = [[q, s, r, g] for (q, r, g), s in zip(sample_rows(prompts, Generations(ppo_texts, [], []), 8), sft_texts)]
+        tracker.log_table("final_samples", ["prompt", "sft", "ppo", "ppo_gold"], rows)
+        log.info("test prompts: gold PPO %.3f vs SFT %.3f, win rate %.3f", out["gold/score_mean"],
+                 out["sft/gold/score_mean"], out["gold/win_rate_vs_sft"])
+    for q, s, r in list(zip(prompts, sft_texts, ppo_texts))[:4]:
+        log.info("sample | %s\n  sft: %s\n  ppo: %s", q, s, r)
+    return out
+
+
+def check_reward_gate(rm_path: str, allow_failed: bool) -> None:
+    """Refuse a reward model whose stage recorded ``gate/passed: false``, unless overridden."""
+    metrics_file = Path(rm_path).parent / "metrics.json"
+    if not metrics_file.exists():
+        log.warning("no metrics.json beside %s: the reward model's quality gate is unknown", rm_path)
+        return
+    m = json.loads(metrics_file.read_text())
+    if m.get("gate/passed", True):
+        return
+    why = m.get("gate/failed", "see its metrics.json")
+    if not allow_failed:
+        raise ValueError(
+            f"The reward model {rm_path} failed its quality gate ({why}). PPO would optimize against a "
+            "reward it cannot trust. Improve the reward model, or pass ppo.allow_failed_rm=true "
+            "to train against it anyway."
+        )
+    log.warning("training against a reward model that failed its gate (%s): ppo.allow_failed_rm=true", why)
+
+
+def _validate(cfg) -> None:
+    p = cfg.ppo
+    if p.mode not in MODES:
+        raise ValueError(f"ppo.mode={p.mode!r} is not one of {', '.join(MODES)}.")
+    for name in ("rollout_batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "total_iterations"):
+        if int(p[name]) < 1:
+            raise ValueError(f"ppo.{name} must be >= 1, got {p[name]}.")
+    if p.mini_batch_size > p.rollout_batch_size or p.micro_batch_size > p.mini_batch_size:
+        raise ValueError(
+            f"need micro_batch_size ({p.micro_batch_size}) <= mini_batch_size ({p.mini_batch_size}) <= "
+            f"rollout_batch_size ({p.rollout_batch_size})."
+        )
+    if p.rollout_batch_size % p.mini_batch_size or p.mini_batch_size % p.micro_batch_size:
+        raise ValueError(
+            f"ppo.rollout_batch_size ({p.rollout_batch_size}) must be a multiple of mini_batch_size "
+            f"({p.mini_batch_size}), and mini_batch_size of micro_batch_size ({p.micro_batch_size})."
+        )
+    if cfg.on_too_long not in ("error", "skip"):
+        raise ValueError(f"on_too_long={cfg.on_too_long!r} is not one of error, skip.")
+    if not cfg.generation.temperature > 0:
+        raise ValueError("generation.temperature must be > 0 (PPO samples; greedy rollouts have no ratio).")
+    if cfg.deepspeed.get("config") is not None:
+        raise ValueError("The PPO loop does not run under DeepSpeed yet; use deepspeed=none.")
+    precision_args(cfg.precision)  # refuses fp16 on CPU with a fix
+
+
+def _prompt_ids(tokenizer, prompts, max_len, on_too_long, source) -> tuple[list[list[int]], int]:
+    ids, skipped = [], 0
+    for row, q in enumerate(prompts, start=1):
+        seq = chat_prompt_ids(tokenizer, q)
+        if len(seq) > max_len:
+            if on_too_long == "error":
+                raise ValueError(f"{source}, row {row}, field 'prompt': {len(seq)} tokens > max_prompt_length="
+                                 f"{max_len}; raise max_prompt_length or set on_too_long=skip (counted).")
+            skipped += 1
+            continue
+        ids.append(seq)
+    if not ids:
+        raise ValueError(f"{source}: every prompt is longer than max_prompt_length={max_len}.")
+    return ids, skipped
+
+
+def _prompt_indices(n: int, it: int, batch_size: int, seed: int) -> list[int]:
+    """Prompts of iteration ``it``: epochs of a seeded permutation, so the position is just ``it``."""
+    out = []
+    for pos in range(it * batch_size, (it + 1) * batch_size):
+        epoch, index = divmod(pos, n)
+        out.append(int(_permutation(n, seed, epoch)[index]))
+    return out
+
+
+_PERMS: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    key = (n, seed, epoch)
+    if key not in _PERMS:
+        _PERMS[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return _PERMS[key]
+
+
+def _normalization(rm_path: str, normalize: bool) -> tuple[float, float]:
+    path = Path(rm_path) / NORMALIZATION_FILE
+    if not normalize:
+        return 0.0, 1.0
+    if not path.exists():
+        raise ValueError(f"reward_model.normalize=true but {path} does not exist (stages/rm.py writes it); "
+                         "set reward_model.normalize=false to use raw scores.")
+    norm = json.loads(path.read_text())
+    if not norm["std"] > 0:
+        raise ValueError(f"{path}: std must be > 0, got {norm['std']}.")
+    return float(norm["mean"]), float(norm["std"])
+
+
+def _kl_kwargs(kl) -> dict:
+    if kl.kind == "fixed":
+        return {"kl_coef": kl.kl_coef}
+    return {"init_kl_coef": kl.init_kl_coef, "target": kl.target, "horizon": kl.horizon}
+
+
+def _lr_lambda(kind: str, total_steps: int):
+    if kind == "constant":
+        return lambda step: 1.0
+    if kind == "linear":
+        return lambda step: max(0.0, 1.0 - step / max(1, total_steps))
+    raise ValueError(f"ppo.lr_scheduler={kind!r} is not one of constant, linear.")
+
+
+def _autocast(precision: str, device: torch.device):
+    args = precision_args(precision)
+    if args["bf16"] and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if args["fp16"]:
+        raise ValueError("ppo: precision=fp16 is not supported (no loss scaling in the loop); use bf16 or fp32.")
+    return contextlib.nullcontext()
+
+
+def _ptx_batches(cfg, tokenizer):
+    from align.ppo.ptx import DemonstrationBatches, load_demonstrations
+
+    rows = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
+    return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed)
+
+
+def _reference_fingerprint(models) -> float:
+    """Sum of the reference's weights (the frozen base in lora mode): must not move."""
+    with models.reference() as ref:
+        return float(sum(q.detach().double().sum() for n, q in ref.named_parameters() if "lora_" not in n))
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _save_final(models, tokenizer, out_dir: Path) -> None:
+    """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``."""
+    policy = models.policy
+    if models.mode == "lora":
+        policy.save_pretrained(str(out_dir / "final_adapter"))
+        tokenizer.save_pretrained(str(out_dir / "final_adapter"))
+        policy = policy.merge_and_unload()
+    policy.save_pretrained(str(out_dir / FINAL))
+    tokenizer.save_pretrained(str(out_dir / FINAL))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
