@@ -1,9 +1,12 @@
 # align: the pipeline's commands. `make help` lists them.
 #   make pipeline        run every stage on the embedded default (set-up included)
 #   make test            run the test suite (set-up included)
+#   make sft rm ppo      the design card: each stage reuses what the previous one left in the run
+#   make sft dpo         folder (and builds a missing previous stage first)
 # Common variables: RUN=<name> (run folder outputs/<name>/), ARGS="<hydra overrides>" for the
-# stages named on the command line, <STAGE>_ARGS (PRETRAIN_ARGS, SFT_ARGS, PREFS_ARGS, RM_ARGS)
-# for one stage wherever it runs, UPSTREAM=0 (do not build a missing previous stage first).
+# stages named on the command line, <STAGE>_ARGS (PRETRAIN_ARGS, SFT_ARGS, PREFS_ARGS, RM_ARGS,
+# PPO_ARGS, DPO_ARGS, EVAL_ARGS) for one stage wherever it runs, UPSTREAM=0 (do not build a
+# missing previous stage first).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -28,7 +31,8 @@ STAGE = $(PY) stages/$(1).py run=$(RUN) $(call stage_args,$(1))
 # own upstream (order-only), so `make rm` alone builds pretrain -> sft -> prefs -> rm.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 
-.PHONY: help install data pretrain sft prefs rm pipeline test test-fast bench-sft bench-rm sync clean-run
+.PHONY: help install data pretrain sft prefs rm ppo dpo eval pipeline pipeline-dpo test test-fast \
+	bench-sft bench-rm bench-ppo bench-dpo sync clean-run
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,8 +74,26 @@ rm: install $(call upstream,sft) $(call upstream,prefs) ## Reward model on ranke
 $(RUN_DIR)/rm/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
 	$(call STAGE,rm)
 
-pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm)
-	$(MAKE) --no-print-directory pretrain sft prefs rm RUN=$(RUN) ARGS='$(ARGS)'
+ppo: install $(call upstream,sft) $(call upstream,rm) ## PPO against the run's reward model (our own loop)
+	$(call STAGE,ppo)
+
+$(RUN_DIR)/ppo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,rm)
+	$(call STAGE,ppo)
+
+dpo: install $(call upstream,sft) $(call upstream,prefs) ## DPO on the run's preferences (no reward model)
+	$(call STAGE,dpo)
+
+$(RUN_DIR)/dpo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
+	$(call STAGE,dpo)
+
+eval: install $(call upstream,sft) ## Compare every policy in the run folder (report.md + plots)
+	$(call STAGE,eval)
+
+pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm, ppo)
+	$(MAKE) --no-print-directory pretrain sft prefs rm ppo RUN=$(RUN) ARGS='$(ARGS)'
+
+pipeline-dpo: install ## The DPO pipeline on the embedded default (pretrain, sft, prefs, dpo)
+	$(MAKE) --no-print-directory pretrain sft prefs dpo RUN=$(RUN) ARGS='$(ARGS)'
 
 test: install ## Run the whole test suite (unit, integration, slow)
 	$(PY) -m pytest -q tests
@@ -84,6 +106,12 @@ bench-sft: install ## SFT tokens/s and peak memory, packed vs. unpacked
 
 bench-rm: install $(call upstream,sft) ## K-wise vs. best-vs-worst RM at equal annotation budget; RM tokens/s
 	$(PY) bench/rm_kwise_vs_pairs.py --run $(RUN)
+
+bench-ppo: install $(call upstream,rm) ## Our PPO vs. trl==1.12.0's PPOTrainer (own venv): samples/s, peak memory
+	$(PY) bench/ppo_vs_trl.py --run $(RUN)
+
+bench-dpo: install $(call upstream,sft) ## DPO reference modes (copy / adapter / precomputed): peak RSS, pairs/s
+	$(PY) bench/dpo_reference_modes.py --run-dir $(RUN_DIR)
 
 sync: install ## Upload offline W&B runs of RUN to W&B (needs `wandb login`)
 	$(VENV)/bin/wandb sync --sync-all $(RUN_DIR)/*/wandb

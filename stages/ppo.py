@@ -119,8 +119,25 @@ def run(cfg: DictConfig) -> float:
     elif not cfg.resume:
         truncate_history(out_dir, -1)
 
-    # 5. The loop.
+    # 5. The loop (a fresh run first records the SFT policy as iteration 0 of the monitor).
     tracker = open_tracker(cfg, out_dir)
+
+    def monitor(iteration: int, stats: dict) -> None:
+        with autocast:
+            snap, texts = policy_snapshot(models, tokenizer, val_prompts, val_ids, spec, cfg.generation.max_new_tokens,
+                                          cfg.generation.temperature, p.micro_batch_size, gold)
+        row = {"iteration": iteration, "samples": iteration * p.rollout_batch_size,
+               "ppo/kl_ref": stats.get("ppo/kl_ref", 0.0), **snap}
+        append_history(out_dir, row)
+        stats.update(snap)
+        tracker.log_table("samples", ["iteration", "prompt", "response"],
+                          [[iteration, q, r] for q, r in zip(val_prompts, texts)][: cfg.eval.num_samples_logged])
+        log.info("monitor @%d: %s", iteration, json.dumps({k: round(v, 4) for k, v in snap.items()}))
+
+    if cfg.eval.every and start_iter == 0:
+        start_stats: dict[str, float] = {}
+        monitor(0, start_stats)
+        tracker.log(start_stats, step=0)
     timed = {"samples": 0, "seconds": 0.0}
     last: dict[str, float] = {}
     for it in range(start_iter, p.total_iterations):
@@ -150,16 +167,7 @@ def run(cfg: DictConfig) -> float:
             log.info("iter %d/%d | %s", it + 1, p.total_iterations, " ".join(
                 f"{k.split('/')[-1]}={v:.4g}" for k, v in stats.items() if k.startswith(("ppo/", "rollout/score", "timing/"))))
         if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations):
-            with autocast:
-                snap, texts = policy_snapshot(models, tokenizer, val_prompts, val_ids, spec, cfg.generation.max_new_tokens,
-                                              cfg.generation.temperature, p.micro_batch_size, gold)
-            row = {"iteration": it + 1, "samples": (it + 1) * p.rollout_batch_size, "ppo/kl_ref": stats["ppo/kl_ref"],
-                   "rollout/score_mean": stats["rollout/score_mean"], **snap}
-            append_history(out_dir, row)
-            stats.update(snap)
-            tracker.log_table("samples", ["iteration", "prompt", "response"],
-                              [[it + 1, q, r] for q, r in zip(val_prompts, texts)][: cfg.eval.num_samples_logged])
-            log.info("monitor @%d: %s", it + 1, json.dumps({k: round(v, 4) for k, v in snap.items()}))
+            monitor(it + 1, stats)
         tracker.log(stats, step=it + 1)
         last = stats
         if cfg.checkpoint.every and (it + 1) % cfg.checkpoint.every == 0:

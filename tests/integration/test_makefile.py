@@ -38,3 +38,22 @@ def test_a_lone_downstream_target_builds_the_whole_chain_in_order():
         if stage not in order:
             order.append(stage)
     assert order == ["pretrain", "sft", "prefs", "rm"]
+
+
+def _order(lines):
+    order = []
+    for line in lines:
+        stage = line.split("stages/")[1].split(".py")[0]
+        if stage not in order:
+            order.append(stage)
+    return order
+
+
+def test_the_design_cards_commands_chain_through_the_run_folder():
+    assert _order(_dry("sft", "rm", "ppo", "RUN=dry-run-test")) == ["pretrain", "sft", "prefs", "rm", "ppo"]
+    assert _order(_dry("sft", "dpo", "RUN=dry-run-test")) == ["pretrain", "sft", "prefs", "dpo"]
+    assert _order(_dry("ppo", "RUN=dry-run-test")) == ["pretrain", "sft", "prefs", "rm", "ppo"]
+    # ARGS reach ppo only; PPO_ARGS reach ppo wherever it runs.
+    lines = _dry("ppo", "RUN=dry-run-test", "ARGS=ppo.total_iterations=2", "PPO_ARGS=ppo.mode=lora")
+    assert all(("ppo.total_iterations=2" in l) == ("stages/ppo.py" in l) for l in lines)
+    assert any("stages/ppo.py" in l and "ppo.mode=lora" in l for l in lines)

@@ -50,7 +50,7 @@ def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_mode
     assert m["train/reference_unchanged"] is True
     assert 0.0 <= m["gold/win_rate_vs_sft"] <= 1.0
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in history] == [2, 3]
+    assert [r["iteration"] for r in history] == [0, 2, 3]  # 0: the SFT policy
     assert {"gold/score_mean", "proxy/score_mean", "proxy/sampled_score_mean", "eval/kl_ref"} <= set(history[0])
     _png_ok(out / "ppo_gold_vs_proxy.png")
     _generates(out / "final")

@@ -1,0 +1,200 @@
+"""Stage ``dpo``: direct preference optimisation on TRL's ``DPOTrainer``, then measured.
+
+Starts from this run's SFT model and trains on the ranked preferences the reward model uses,
+turned into pairs by ``dpo.pair_rule``. Loss variants (``dpo.loss``: DPO, IPO, conservative DPO,
+hinge, robust) and reference modes (``dpo.reference``: a frozen ``copy``, the ``adapter``-disabled
+base under LoRA, or ``precomputed`` log-probs) are set up and checked in ``align.dpo``. Over-long
+pairs are truncated by us and counted; TRL would cut or drop them without a count.
+
+Steps:
+    1. Validate (before any model is loaded); seed, output folder, logging.
+    2. Tokenizer, preference data (train and held-out), pairs tokenized.
+    3. Policy (4-bit base for QLoRA) and, for ``reference=copy``, the frozen reference.
+    4. Train with DPOTrainer; check the reference did not move.
+    5. Save ``final/`` as full weights (``final_adapter/`` too under PEFT).
+    6. Evaluate: held-out DPO loss and reward accuracy; greedy responses of the trained policy
+       and its SFT start on the test prompts under the gold oracle (score, win rate); KL to the
+       reference on the policy's samples; ``metrics.json``; return ``gold/win_rate_vs_sft``.
+
+Run: ``make dpo`` (after ``make prefs``) or ``python stages/dpo.py [overrides]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from transformers import AutoConfig
+from trl import DPOConfig
+
+from align.adapters import check_peft_choice, check_quantizable, quantization_config
+from align.checkpoints import latest_checkpoint
+from align.config import begin_stage, open_tracker, to_plain
+from align.data import load_preferences, load_prompts
+from align.dpo import (
+    PretokenizedDPOTrainer,
+    check_dpo_choice,
+    first_logged,
+    is_base_parameter,
+    last_logged,
+    loss_args,
+    pairs_to_dataset,
+    params_checksum,
+    peak_rss_mb,
+    sample_with_ids,
+    save_policy,
+    sequence_kl,
+    tokenize_pairs,
+)
+from align.evaluation import gold_metrics, gold_win_rate, sample_rows
+from align.generation import generate_responses
+from align.modeling import count_parameters, load_causal_lm, load_tokenizer, snapshot_trainable, trainable_delta_norm
+from align.outputs import write_metrics
+from align.precision import precision_args
+from align.reward_model import resolve_full_model_path
+
+log = logging.getLogger("align.dpo")
+
+
+def run(cfg: DictConfig) -> float:
+    """Run the stage; return the gold win rate against SFT (``-eval/loss`` without an oracle)."""
+    # 1. Validate before anything is loaded.
+    d = cfg.dpo
+    check_dpo_choice(d.loss, d.reference, cfg.peft.method, d.label_smoothing, d.beta, d.pair_rule)
+    check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
+    if d.gold not in ("farm", None):
+        raise ValueError(f"dpo.gold={d.gold!r} is not one of farm, null.")
+    out_dir = begin_stage(cfg)
+    start_path = resolve_full_model_path(cfg.model.name_or_path)
+
+    # 2. Tokenizer, data, pairs.
+    tokenizer = load_tokenizer(start_path, cfg.model.trust_remote_code)
+    max_length = cfg.data.max_length
+    data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
+                   max_length=max_length, on_too_long=cfg.data.on_too_long)
+    train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw)
+    val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
+    log.info("data: %s | %s", train_report.summary(), val_report.summary())
+    train_rows, train_counts = tokenize_pairs(train_ex, tokenizer, d.pair_rule, max_length)
+    val_rows, val_counts = tokenize_pairs(val_ex, tokenizer, d.pair_rule, max_length)
+    log.info("pairs (rule %s): train %s | validation %s", d.pair_rule, train_counts, val_counts)
+    train_ds, val_ds = pairs_to_dataset(train_rows), pairs_to_dataset(val_rows)
+    eval_prompts = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts) if cfg.eval.prompts
+                    else [ex.prompt[-1]["content"] for ex in val_ex][: cfg.eval.num_prompts])
+
+    # 3. Policy and (reference=copy) its frozen copy.
+    check_quantizable(AutoConfig.from_pretrained(start_path), cfg.peft.method)
+    quant = quantization_config(to_plain(cfg.peft.get("quantization")))
+    model_kw = dict(dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+                    attn_implementation=cfg.model.attn_implementation)
+    model = load_causal_lm(start_path, quantization_config=quant, **model_kw)
+    ref_model = load_causal_lm(start_path, **model_kw).eval().requires_grad_(False) if d.reference == "copy" else None
+    peft_config = instantiate(cfg.peft.config, _convert_="all") if cfg.peft.method != "none" else None
+
+    # 4. Train. max_length=None: the rows already fit (tokenize_pairs), so TRL cuts nothing.
+    tracker = open_tracker(cfg, out_dir)
+    setup_start = time.perf_counter()
+    args = DPOConfig(
+        output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
+        beta=d.beta, max_length=None, precompute_ref_log_probs=d.reference == "precomputed",
+        **loss_args(d.loss, d.label_smoothing), **precision_args(cfg.precision), **to_plain(cfg.trainer),
+    )
+    trainer = PretokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_ds,
+                                     eval_dataset=val_ds, processing_class=tokenizer, peft_config=peft_config)
+    if len(trainer.train_dataset) != len(train_rows):  # the guard: nothing may vanish inside TRL
+        raise RuntimeError(f"DPOTrainer kept {len(trainer.train_dataset)} of {len(train_rows)} pairs.")
+    setup_seconds, rss_setup = time.perf_counter() - setup_start, peak_rss_mb()  # includes precomputing
+    trainable, total = count_parameters(trainer.model)
+    ref_checksum = _reference_checksum(trainer, d.reference)
+    log.info("training %d of %d parameters, loss=%s beta=%g reference=%s, %d pairs",
+             trainable, total, d.loss, d.beta, d.reference, len(train_rows))
+    before = snapshot_trainable(trainer.model)
+    start = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_seconds = time.perf_counter() - start
+    rss_train = peak_rss_mb()
+    delta = trainable_delta_norm(trainer.model, before)
+    ref_after = _reference_checksum(trainer, d.reference)
+    if ref_checksum is not None and ref_after != ref_checksum:
+        raise RuntimeError(f"the reference moved during training (checksum {ref_checksum} -> {ref_after}).")
+    eval_out = trainer.evaluate()
+    history = trainer.state.log_history
+
+    # 5. Save: final/ is a full causal LM (adapters merged); final_adapter/ under PEFT.
+    final_dir = save_policy(trainer.model, tokenizer, out_dir, cfg.peft.method)
+    log.info("saved %s", final_dir)
+    loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
+    del trainer, model, ref_model
+
+    # 6. Evaluate the saved policy against its SFT start (which is also the reference).
+    policy = load_causal_lm(str(final_dir), **model_kw)
+    sft = load_causal_lm(start_path, **model_kw)
+    metrics = {
+        "train/loss": train_out.training_loss,
+        "train/first_loss": first_logged(history, "loss"),
+        "train/rewards/accuracies": last_logged(history, "rewards/accuracies"),
+        "train/rewards/margins": last_logged(history, "rewards/margins"),
+        "train/rewards/chosen": last_logged(history, "rewards/chosen"),
+        "train/rewards/rejected": last_logged(history, "rewards/rejected"),
+        "train/steps": train_out.global_step,
+        "train/samples_per_s": train_out.metrics.get("train_samples_per_second"),  # pairs per second
+        "train/trainable_delta_norm": delta,
+        "train/pairs": train_counts["pairs"],
+        "train/truncated_pairs": train_counts["truncated_pairs"],
+        "train/truncated_responses": train_counts["truncated_responses"],
+        "eval/loss": eval_out["eval_loss"],
+        "eval/rewards/accuracies": eval_out.get("eval_rewards/accuracies"),
+        "eval/rewards/margins": eval_out.get("eval_rewards/margins"),
+        "eval/pairs": val_counts["pairs"],
+        "model/parameters": total,
+        "model/trainable_parameters": trainable,
+        "model/loaded_in_4bit": loaded_in_4bit,
+        "memory/peak_rss_setup_mb": rss_setup,  # models loaded (+ reference log-probs precomputed)
+        "memory/peak_rss_train_mb": rss_train,
+        "timing/setup_s": setup_seconds,
+        "timing/train_s": train_seconds,
+        "ref/checksum_before": ref_checksum,  # sum of the reference weights (null: precomputed, no model)
+        "ref/checksum_after": ref_after,
+        **train_report.as_metrics("data/train/"),
+        **val_report.as_metrics("data/validation/"),
+    }
+    samples = sample_with_ids(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    metrics.update(sequence_kl(policy, sft, samples, tokenizer.pad_token_id, cfg.eval.kl_batch_size))
+    if d.gold == "farm":
+        gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+        ours = generate_responses(policy, tokenizer, eval_prompts, desc="gold: dpo", **gen)
+        base = generate_responses(sft, tokenizer, eval_prompts, desc="gold: sft", **gen)
+        metrics.update(gold_metrics(eval_prompts, ours, prefix="gold/"))
+        metrics.update(gold_metrics(eval_prompts, base, prefix="gold/sft_"))
+        metrics["gold/win_rate_vs_sft"] = gold_win_rate(eval_prompts, ours.texts, base.texts)
+        tracker.log_table("samples", ["prompt", "response", "gold"], sample_rows(eval_prompts, ours, cfg.eval.num_samples_logged))
+        for (p, r, s), (_, rb, sb) in zip(sample_rows(eval_prompts, ours, 3), sample_rows(eval_prompts, base, 3)):
+            log.info("sample | %s\n  dpo (%.2f): %s\n  sft (%.2f): %s", p, s, r, sb, rb)
+    metrics["timing/total_s"] = time.perf_counter() - start
+    metrics["memory/peak_rss_mb"] = peak_rss_mb()
+    write_metrics(out_dir, metrics)
+    tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str) and v is not None})
+    log.info("results: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "kl")}))
+    return metrics["gold/win_rate_vs_sft"] if d.gold == "farm" else -metrics["eval/loss"]
+
+
+def _reference_checksum(trainer, reference: str) -> float | None:
+    """Fingerprint of the weights the reference log-probs come from (None: precomputed, no model)."""
+    if reference == "copy":
+        return params_checksum(trainer.ref_model)
+    if reference == "adapter":
+        return params_checksum(trainer.model, include=is_base_parameter)
+    return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="dpo")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
