@@ -288,8 +288,7 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
         full = gold_metrics(prompts, Generations(ppo_texts, [0] * len(prompts), [True] * len(prompts)))
         out.update({k: v for k, v in full.items() if k.startswith(("gold/correct", "gold/perfect", "gold/score/"))})
         sft = gold_metrics(prompts, Generations(sft_texts, sft_len, sft_ended), prefix="sft/gold/")
-        out["sft/gold/score_mean"] = sft["sft/gold/score_mean"]
-        out["sft/gold/perfect_frac"] = sft["sft/gold/perfect_frac"]
+        out.update({k: v for k, v in sft.items() if k.startswith(("sft/gold/score", "sft/gold/correct", "sft/gold/perfect"))})
         out["gold/win_rate_vs_sft"] = gold_win_rate(prompts, ppo_texts, sft_texts)
         rows = [[q, s, r, g] for (q, r, g), s in zip(sample_rows(prompts, Generations(ppo_texts, [], []), 8), sft_texts)]
         tracker.log_table("final_samples", ["prompt", "sft", "ppo", "ppo_gold"], rows)

@@ -5,10 +5,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_stage
 
-STAGES = ["pretrain", "sft", "prefs", "rm", "ppo", "dpo"]
+STAGES = ["pretrain", "sft", "prefs", "rm", "ppo", "dpo", "eval"]
 DATA_FOR = {"pretrain": {"farm_text"}, "sft": {"farm_sft", "hub_sft"}, "prefs": set(),
             "rm": {"farm_prefs", "prefs_small", "hh_rlhf"}, "ppo": {"farm_prompts"},
-            "dpo": {"farm_prefs", "prefs_small", "hh_rlhf"}}
+            "dpo": {"farm_prefs", "prefs_small", "hh_rlhf"}, "eval": set()}
 GROUPS = ["model", "peft", "logger", "deepspeed", "data", "debug", "experiment"]
 
 
