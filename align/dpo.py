@@ -36,19 +36,16 @@ Reference modes (``dpo.reference``), :data:`REFERENCES`:
 from __future__ import annotations
 
 import logging
-import math
 import resource
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 from trl import DPOTrainer
 
 from align.data.pairs import PAIR_RULES, to_pairs
 from align.data.preferences import RankedExample
-from align.generation import chat_prompt_ids
 from align.reward_model import tokenize_response
 
 log = logging.getLogger(__name__)
@@ -220,78 +217,28 @@ def is_base_parameter(name: str) -> bool:
 
 
 @torch.no_grad()
-def sample_with_ids(
-    model, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, batch_size: int,
-) -> list[tuple[list[int], list[int]]]:
-    """One sampled response per prompt at temperature 1 from the full distribution (no top-k/top-p).
-
-    Returns:
-        ``(prompt_ids, response_ids)`` per prompt; a response ends at (and includes) EOS when
-        it produced one.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    out_pairs = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="kl: sample", leave=False):
-        batch = [chat_prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                             do_sample=True, temperature=1.0, top_k=0, top_p=1.0, eos_token_id=eos,
-                             pad_token_id=pad, use_cache=True)
-        for ids, row in zip(batch, out[:, width:].tolist()):
-            n = row.index(eos) + 1 if eos in row else len(row)
-            out_pairs.append((ids, row[:n]))
-    model.train(was_training)
-    return out_pairs
-
-
-@torch.no_grad()
-def sequence_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_token_id: int, batch_size: int = 32) -> list[float]:
-    """``sum_t log p(response_t | prompt, response_<t)`` for each ``(prompt_ids, response_ids)``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        seqs = [p + r for p, r in chunk]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        response_mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for i, ((p, r), s) in enumerate(zip(chunk, seqs)):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            attention_mask[i, : len(s)] = 1
-            response_mask[i, len(p) : len(s)] = True
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits.float()
-        logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-        out.extend((logps * response_mask[:, 1:].to(device)).sum(-1).cpu().tolist())
-    model.train(was_training)
-    return out
-
-
-def sequence_kl(policy, reference, samples: list[tuple[list[int], list[int]]], pad_token_id: int, batch_size: int = 32) -> dict:
+def sequence_kl(policy, reference, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
+                batch_size: int, kl_batch_size: int = 32) -> dict:
     """Sequence-level KL(policy || reference), Monte Carlo on the policy's own samples.
 
     ``KL = E_{y ~ pi}[sum_t log pi(y_t | .) - log ref(y_t | .)]``, the quantity DPO's beta
-    regularises (Rafailov et al. 2023, eq. 3); ``samples`` must come from ``policy`` at
-    temperature 1 without top-k/top-p for the estimate to be unbiased.
+    regularises (Rafailov et al. 2023, eq. 3). One sample per prompt at temperature 1 from the full
+    softmax, scored by teacher forcing on the sampled ids: the eval stage's estimator
+    (:func:`align.policy_eval.sample_responses`, :func:`align.eval_metrics.sequence_kl`).
 
     Returns:
         ``kl/ref_mean`` and ``kl/ref_sem`` (nats per sequence), ``kl/response_len``.
     """
-    lp = sequence_logprobs(policy, samples, pad_token_id, batch_size)
-    lr = sequence_logprobs(reference, samples, pad_token_id, batch_size)
-    d = [a - b for a, b in zip(lp, lr)]
-    n = len(d)
-    mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
-    return {"kl/ref_mean": mean, "kl/ref_sem": math.sqrt(var / n),
-            "kl/response_len": sum(len(r) for _, r in samples) / n}
+    from align.eval_metrics import sequence_kl as mean_and_sem
+    from align.policy_eval import sample_responses, sequence_logprobs
+
+    s = sample_responses(policy, tokenizer, prompts, max_new_tokens, batch_size, desc="kl: sample")
+    pad = tokenizer.pad_token_id
+    lp = sequence_logprobs(policy, s.prompt_ids, s.response_ids, pad, kl_batch_size, desc="kl: policy")
+    lr = sequence_logprobs(reference, s.prompt_ids, s.response_ids, pad, kl_batch_size, desc="kl: reference")
+    mean, sem = mean_and_sem(lp, lr)
+    return {"kl/ref_mean": mean, "kl/ref_sem": sem,
+            "kl/response_len": sum(len(r) for r in s.response_ids) / len(s.response_ids)}
 
 
 def first_logged(log_history: list[dict], key: str):

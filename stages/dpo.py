@@ -11,12 +11,14 @@ Steps:
     2. Tokenizer, preference data (train and held-out), pairs tokenized.
     3. Policy (4-bit base for QLoRA) and, for ``reference=copy``, the frozen reference.
     4. Train with DPOTrainer; check the reference did not move.
-    5. Save ``final/`` as full weights (``final_adapter/`` too under PEFT).
+    5. Save ``final/`` as full weights (``final_adapter/`` too under PEFT); under DeepSpeed ZeRO-3
+       shards are gathered first, and only rank 0 goes on from here.
     6. Evaluate: held-out DPO loss and reward accuracy; greedy responses of the trained policy
        and its SFT start on the test prompts under the gold oracle (score, win rate); KL to the
        reference on the policy's samples; ``metrics.json``; return ``gold/win_rate_vs_sft``.
 
-Run: ``make dpo`` (after ``make prefs``) or ``python stages/dpo.py [overrides]``.
+Run: ``make dpo`` (after ``make prefs``) or ``python stages/dpo.py [overrides]``; N processes with
+DeepSpeed ZeRO: ``make dpo NPROC=2 DS=zero3`` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from align.adapters import check_peft_choice, check_quantizable, quantization_co
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_preferences, load_prompts
+from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
 from align.dpo import (
     PretokenizedDPOTrainer,
     check_dpo_choice,
@@ -45,7 +48,6 @@ from align.dpo import (
     pairs_to_dataset,
     params_checksum,
     peak_rss_mb,
-    sample_with_ids,
     save_policy,
     sequence_kl,
     tokenize_pairs,
@@ -66,6 +68,7 @@ def run(cfg: DictConfig) -> float:
     d = cfg.dpo
     check_dpo_choice(d.loss, d.reference, cfg.peft.method, d.label_smoothing, d.beta, d.pair_rule)
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
+    check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     if d.gold not in ("farm", None):
         raise ValueError(f"dpo.gold={d.gold!r} is not one of farm, null.")
     out_dir = begin_stage(cfg)
@@ -97,11 +100,13 @@ def run(cfg: DictConfig) -> float:
 
     # 4. Train. max_length=None: the rows already fit (tokenize_pairs), so TRL cuts nothing.
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source, cfg.eval.prompts)
     setup_start = time.perf_counter()
     args = DPOConfig(
         output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
         beta=d.beta, max_length=None, precompute_ref_log_probs=d.reference == "precomputed",
-        **loss_args(d.loss, d.label_smoothing), **precision_args(cfg.precision), **to_plain(cfg.trainer),
+        **loss_args(d.loss, d.label_smoothing), **precision_args(cfg.precision),
+        **deepspeed_args(to_plain(cfg.deepspeed.config)), **to_plain(cfg.trainer),
     )
     trainer = PretokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_ds,
                                      eval_dataset=val_ds, processing_class=tokenizer, peft_config=peft_config)
@@ -117,18 +122,22 @@ def run(cfg: DictConfig) -> float:
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
     rss_train = peak_rss_mb()
-    delta = trainable_delta_norm(trainer.model, before)
-    ref_after = _reference_checksum(trainer, d.reference)
-    if ref_checksum is not None and ref_after != ref_checksum:
-        raise RuntimeError(f"the reference moved during training (checksum {ref_checksum} -> {ref_after}).")
-    eval_out = trainer.evaluate()
+    ref_after = _reference_checksum(trainer, d.reference)  # under ZeRO-3: this rank's shard, as before
+    eval_out = trainer.evaluate()  # every rank (a collective under DeepSpeed)
     history = trainer.state.log_history
 
-    # 5. Save: final/ is a full causal LM (adapters merged); final_adapter/ under PEFT.
-    final_dir = save_policy(trainer.model, tokenizer, out_dir, cfg.peft.method)
+    # 5. Save: final/ is a full causal LM (adapters merged); final_adapter/ under PEFT. ZeRO-3
+    #    shards are gathered into final/ first; other ranks stop here.
+    trained = finish_training(trainer, out_dir / "final", lambda path: load_causal_lm(path, **model_kw))
+    if trained is None:  # not rank 0
+        return float("nan")
+    delta = trainable_delta_norm(trained, before)
+    if ref_checksum is not None and ref_after != ref_checksum:
+        raise RuntimeError(f"the reference moved during training (checksum {ref_checksum} -> {ref_after}).")
+    final_dir = save_policy(trained, tokenizer, out_dir, cfg.peft.method)
     log.info("saved %s", final_dir)
     loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
-    del trainer, model, ref_model
+    del trainer, model, ref_model, trained
 
     # 6. Evaluate the saved policy against its SFT start (which is also the reference).
     policy = load_causal_lm(str(final_dir), **model_kw)
@@ -162,8 +171,8 @@ def run(cfg: DictConfig) -> float:
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     }
-    samples = sample_with_ids(policy, tokenizer, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    metrics.update(sequence_kl(policy, sft, samples, tokenizer.pad_token_id, cfg.eval.kl_batch_size))
+    metrics.update(sequence_kl(policy, sft, tokenizer, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                               cfg.eval.kl_batch_size))
     if d.gold == "farm":
         gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
         ours = generate_responses(policy, tokenizer, eval_prompts, desc="gold: dpo", **gen)
@@ -177,6 +186,7 @@ def run(cfg: DictConfig) -> float:
     metrics["timing/total_s"] = time.perf_counter() - start
     metrics["memory/peak_rss_mb"] = peak_rss_mb()
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "model")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str) and v is not None})
     log.info("results: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "kl")}))
     return metrics["gold/win_rate_vs_sft"] if d.gold == "farm" else -metrics["eval/loss"]

@@ -14,11 +14,10 @@ from align.dpo import (
     check_dpo_choice,
     loss_args,
     pairs_to_dataset,
-    sample_with_ids,
     sequence_kl,
-    sequence_logprobs,
     tokenize_pairs,
 )
+from align.policy_eval import sequence_logprobs
 from align.reward_model import tokenize_response
 from align.tokenizer import train_tokenizer
 
@@ -67,7 +66,9 @@ def test_loss_is_log2_for_dpo_and_matches_the_paper_formula(tmp_path, loss, eps)
     # Our own sequence log-probs: delta = (pi_w - ref_w) - (pi_l - ref_l), beta = 0.5.
     pairs_c = [(r["prompt_ids"], r["chosen_ids"]) for r in rows]
     pairs_r = [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
-    lp = lambda m, p: torch.tensor(sequence_logprobs(m, p, TOK.pad_token_id))  # noqa: E731
+    def lp(model, pairs):
+        return sequence_logprobs(model, [p for p, _ in pairs], [r for _, r in pairs], TOK.pad_token_id)
+
     delta = (lp(policy, pairs_c) - lp(ref, pairs_c)) - (lp(policy, pairs_r) - lp(ref, pairs_r))
     x = 0.5 * delta
     if loss == "sigmoid":
@@ -126,11 +127,12 @@ def test_trainer_keeps_pretokenized_rows_as_they_are(tmp_path):
 
 def test_kl_is_zero_against_itself_and_positive_against_another_model():
     policy = _model(0)
-    samples = sample_with_ids(policy, TOK, ["What is 7 plus 12?"] * 8, max_new_tokens=6, batch_size=4)
-    assert len(samples) == 8 and all(1 <= len(r) <= 6 for _, r in samples)
-    same = sequence_kl(policy, _model(0), samples, TOK.pad_token_id)
-    assert same["kl/ref_mean"] == pytest.approx(0.0, abs=1e-5)
-    assert sequence_kl(policy, _model(3), samples, TOK.pad_token_id)["kl/ref_mean"] != pytest.approx(0.0, abs=1e-3)
+    prompts = ["What is 7 plus 12?"] * 8
+    torch.manual_seed(0)
+    same = sequence_kl(policy, _model(0), TOK, prompts, max_new_tokens=6, batch_size=4)
+    assert same["kl/ref_mean"] == pytest.approx(0.0, abs=1e-5) and 1 <= same["kl/response_len"] <= 6
+    other = sequence_kl(policy, _model(3), TOK, prompts, max_new_tokens=6, batch_size=4)
+    assert other["kl/ref_mean"] != pytest.approx(0.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("kw,match", [
