@@ -55,6 +55,7 @@ from align.ppo.monitor import append_history, plot_history, policy_snapshot, rea
 from align.ppo.rollout import generate_rollout
 from align.precision import precision_args
 from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
+from align.runtime import fix_mmap_threshold
 
 log = logging.getLogger("align.ppo")
 
@@ -68,6 +69,7 @@ def run(cfg: DictConfig) -> float:
     rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
     check_reward_gate(rm_path, p.allow_failed_rm)
     out_dir = begin_stage(cfg)
+    fix_mmap_threshold()  # CPU: without it resident memory grows every iteration (align/runtime.py)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = _autocast(cfg.precision, device)
 
