@@ -130,11 +130,15 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
 
 
 def response_logits(model: torch.nn.Module, rollout: Rollout, temperature: float = 1.0) -> Tensor:
-    """``[B, T, V]`` logits (divided by ``temperature``) that predict each response token."""
+    """``[B, T, V]`` logits (divided by ``temperature``) that predict each response token.
+
+    Only the last ``T + 1`` positions go through the LM head (``logits_to_keep``): with a real
+    vocabulary (150k) the head over prompt positions would cost more than the layers.
+    """
+    t = rollout.responses.shape[1]
     out = model(input_ids=rollout.query_responses, attention_mask=rollout.attention_mask,
-                position_ids=rollout.position_ids, use_cache=False)
-    p = rollout.context_length
-    logits = out.logits[:, p - 1 : -1]
+                position_ids=rollout.position_ids, use_cache=False, logits_to_keep=t + 1)
+    logits = out.logits[:, :-1]
     return logits / temperature if temperature != 1.0 else logits
 
 

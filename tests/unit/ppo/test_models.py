@@ -59,6 +59,11 @@ def test_left_padding_does_not_change_logprobs_or_values(folders):
         lp_batch = response_logprobs(models.policy, batch)[row, :n]
         lp_alone = response_logprobs(models.policy, alone)[0, :n]
         torch.testing.assert_close(lp_batch, lp_alone, atol=1e-5, rtol=1e-4)
+        # And both equal the plain forward pass: logits at P - 1 + t predict response token t.
+        full = torch.log_softmax(models.policy(alone.query_responses).logits[0].float(), -1)
+        p = alone.context_length
+        manual = full[p - 1 : p - 1 + n].gather(-1, alone.responses[0, :n, None]).squeeze(-1)
+        torch.testing.assert_close(lp_alone, manual, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(response_values(models.value, batch)[row, :n], response_values(models.value, alone)[0, :n],
                                    atol=1e-5, rtol=1e-4)
 
