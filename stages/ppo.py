@@ -52,7 +52,7 @@ from align.ppo.experience_maker import RewardSpec, experience_rollout, make_expe
 from align.ppo.kl import make_kl_controller
 from align.ppo.models import MODES, load_ppo_models, logprobs_from_logits, response_logits, response_values, reward_suffix_ids
 from align.ppo.monitor import append_history, plot_history, policy_snapshot, read_history, truncate_history
-from align.ppo.rollout import generate_rollout
+from align.ppo.rollout import decode_responses, generate_rollout
 from align.precision import precision_args
 from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
 from align.runtime import fix_mmap_threshold
@@ -79,7 +79,8 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
                          "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
     train_prompts = load_prompts(cfg.data.train, limit=cfg.data.limit)
-    train_ids, skipped = _prompt_ids(tokenizer, train_prompts, cfg.max_prompt_length, cfg.on_too_long, cfg.data.train)
+    train_prompts, train_ids, skipped = _prompt_ids(tokenizer, train_prompts, cfg.max_prompt_length, cfg.on_too_long,
+                                                    cfg.data.train)
     val_prompts = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else []
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
@@ -144,12 +145,19 @@ def run(cfg: DictConfig) -> float:
     last: dict[str, float] = {}
     for it in range(start_iter, p.total_iterations):
         t0 = time.perf_counter()
-        batch = [train_ids[i] for i in _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)]
+        indices = _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)
+        batch = [train_ids[i] for i in indices]
         with autocast:
             rollout = generate_rollout(models.policy, batch, spec.eos_token_id, spec.pad_token_id,
                                        cfg.generation.max_new_tokens, True, cfg.generation.temperature, cfg.generation.top_p)
             exp, stats = make_experience(models, rollout, spec, kl_ctl.value, p.kl_estimator, p.gamma, p.lam,
                                          p.whiten_advantages, cfg.generation.temperature, p.micro_batch_size)
+        if (it + 1) % cfg.log_every == 0:  # a few of this iteration's rollouts, as a W&B table
+            k = cfg.eval.num_samples_logged
+            texts = decode_responses(tokenizer, rollout.select(slice(0, k)))
+            tracker.log_table("rollout_samples", ["iteration", "prompt", "response", "score"],
+                              [[it + 1, train_prompts[i], r, round(float(sc), 3)]
+                               for i, r, sc in zip(indices[:k], texts, exp.scores[:k])])
         del rollout
         t1 = time.perf_counter()
         stats.update(_update(models, exp, (opt_pi, opt_v), (sched_pi, sched_v), cfg, it, autocast, ptx,
@@ -269,7 +277,6 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
     from align.evaluation import gold_metrics, gold_win_rate, sample_rows
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
-    from align.ppo.rollout import decode_responses
 
     prompts = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
@@ -346,8 +353,9 @@ def _validate(cfg) -> None:
     precision_args(cfg.precision)  # refuses fp16 on CPU with a fix
 
 
-def _prompt_ids(tokenizer, prompts, max_len, on_too_long, source) -> tuple[list[list[int]], int]:
-    ids, skipped = [], 0
+def _prompt_ids(tokenizer, prompts, max_len, on_too_long, source) -> tuple[list[str], list[list[int]], int]:
+    """The prompts that fit ``max_len`` tokens, their ids, and how many were skipped."""
+    kept, ids, skipped = [], [], 0
     for row, q in enumerate(prompts, start=1):
         seq = chat_prompt_ids(tokenizer, q)
         if len(seq) > max_len:
@@ -356,10 +364,11 @@ def _prompt_ids(tokenizer, prompts, max_len, on_too_long, source) -> tuple[list[
                                  f"{max_len}; raise max_prompt_length or set on_too_long=skip (counted).")
             skipped += 1
             continue
+        kept.append(q)
         ids.append(seq)
     if not ids:
         raise ValueError(f"{source}: every prompt is longer than max_prompt_length={max_len}.")
-    return ids, skipped
+    return kept, ids, skipped
 
 
 def _prompt_indices(n: int, it: int, batch_size: int, seed: int) -> list[int]:

@@ -40,7 +40,8 @@ def _generates(folder):
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_model(tiny_rm, tmp_path, mode):
     out = tmp_path / f"ppo_{mode}"
-    run_stage_cli("ppo", tiny_rm["common"] + PPO_FAST + [f"ppo.mode={mode}", f"output_dir={out}"])
+    logger = ["logger=wandb"] if mode == "lora" else []  # a real offline W&B run, tables included
+    run_stage_cli("ppo", tiny_rm["common"] + PPO_FAST + [f"ppo.mode={mode}", f"output_dir={out}", *logger])
     m = json.loads((out / "metrics.json").read_text())
     for key in ("ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac", "ppo/approx_kl", "ppo/kl_ref", "ppo/kl_coef",
                 "ppo/entropy", "rollout/score_mean", "rollout/response_len", "rollout/no_eos_frac",
@@ -59,6 +60,9 @@ def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_mode
 
         assert AutoPeftModelForCausalLM.from_pretrained(out / "final_adapter") is not None
     assert (out / "checkpoints" / "iter_2" / "state.pt").exists()
+    if mode == "lora":
+        runs = list((out / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
 def test_ppo_refuses_a_reward_model_that_failed_its_gate(tiny_rm, tmp_path):
