@@ -69,17 +69,57 @@ def begin_stage(cfg: DictConfig) -> Path:
     config saved to ``config.yaml`` and logged. Returns the output folder."""
     from transformers import set_seed
 
+    from align.distributed import is_main_process, setup_rank_logging
+
     set_seed(cfg.seed)
     out_dir = stage_output_dir(cfg)
+    if not is_main_process():  # a multi-process launch: rank 0 alone writes the stage's files
+        setup_rank_logging(out_dir, cfg.stage)
+        return out_dir
     setup_logging(out_dir, cfg.stage)
     logging.getLogger(f"align.{cfg.stage}").info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
     return out_dir
 
 
 def open_tracker(cfg: DictConfig, out_dir: Path):
-    """The stage's experiment-tracking run, from the ``logger`` group (grouped by run name)."""
+    """The stage's experiment-tracking run, from the ``logger`` group (grouped by run name); only
+    rank 0 of a multi-process launch opens one."""
+    from align.distributed import is_main_process
     from align.tracking import Tracker
 
     return Tracker(
-        cfg.logger.backend, out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode
+        cfg.logger.backend if is_main_process() else "none",  # one tracker run per stage: rank 0's
+        out_dir, cfg.run, cfg.stage, cfg.logger.project, to_plain(cfg), cfg.logger.mode,
+        sweep=sweep_info(cfg), log_artifacts=cfg.logger.get("log_artifacts", True),
     )
+
+
+def sweep_info(cfg: DictConfig) -> dict | None:
+    """The Hydra multirun job this process runs, for W&B grouping (None outside a multirun).
+
+    ``group``: the sweep folder relative to the run folder (``multirun/dpo``,
+    ``hparams_search/dpo_beta``); ``job``: the job number; ``overrides``: the job's values of the
+    swept keys (the keys of ``hydra.sweeper.params`` and the comma/range overrides of a basic
+    sweep, read from its ``multirun.yaml``), or all of the job's overrides when none is known.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hc = HydraConfig.get()
+    parser = OverridesParser.create()
+    swept = set((hc.sweeper.get("params") or {}).keys())
+    multirun = Path(hc.sweep.dir) / "multirun.yaml"  # the basic sweeper saves the command line's overrides here
+    if multirun.is_file():
+        swept |= {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(multirun).hydra.overrides.task))
+                  if o.is_sweep_override()}
+    job = list(hc.overrides.task)
+    overrides = [s for s, o in zip(job, parser.parse_overrides(job)) if o.key_or_group in swept] if swept else job
+    sweep_dir = Path(hc.sweep.dir).resolve()
+    try:
+        group = sweep_dir.relative_to(Path(cfg.paths.run_dir).resolve()).as_posix()
+    except ValueError:
+        group = sweep_dir.name
+    return {"group": group, "job": int(hc.job.num), "overrides": overrides, "dir": str(sweep_dir)}

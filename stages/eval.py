@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> float:
         scorer = RewardScorer(cfg.reward_model, cfg.model.dtype, cfg.rm.max_length, cfg.rm.batch_size)
     else:
         log.warning("no reward model at %s: no rm/* columns and no best-of-n", cfg.reward_model)
+    tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)
     history = read_history(cfg.ppo_history) if cfg.ppo_history and Path(cfg.ppo_history).exists() else []
 
     # 4. SFT first (the reference of the KL and the win rates), then the others in config order.
@@ -152,6 +153,7 @@ def run(cfg: DictConfig) -> float:
         "timing/total_s": time.perf_counter() - start,
     })
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "evaluation")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str)})
     key = "gold/score_mean" if gold else "rm/score_mean"
     return max((results[n].get(key, float("-inf")) for n in policies), default=0.0) if (gold or scorer) else 0.0

@@ -124,6 +124,7 @@ def run(cfg: DictConfig) -> float:
 
     # 5. The loop (a fresh run first records the SFT policy as iteration 0 of the monitor).
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(policy_path, rm_path, cfg.data.train, cfg.data.validation, cfg.data.test)
 
     def monitor(iteration: int, stats: dict) -> None:
         with autocast:
@@ -210,6 +211,7 @@ def run(cfg: DictConfig) -> float:
     plot_history(out_dir, read_history(out_dir))
     _save_final(models, tokenizer, out_dir)
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics.get("gold/win_rate_vs_sft", metrics.get("proxy/score_mean", float("nan")))
 

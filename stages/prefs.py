@@ -47,6 +47,7 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"num_policy_samples={cfg.num_policy_samples} must be between 0 and k={cfg.k}.")
     out_dir = begin_stage(cfg)
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(cfg.model.name_or_path, cfg.prompts.train, cfg.prompts.validation)
 
     # 2. Policy and prompts.
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
@@ -95,6 +96,7 @@ def run(cfg: DictConfig) -> float:
         })
         log.info("%s: %d ranked lists (%d all-tied lists dropped), noise ceiling %.3f", split, len(rows), all_tied, ceiling)
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "dataset")
     tracker.finish(metrics)
     return metrics["prefs/train/noise_ceiling"]
 

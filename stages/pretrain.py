@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"model.init={cfg.model.init!r} must be 'scratch' or 'pretrained'.")
     out_dir = begin_stage(cfg)
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(cfg.data.train.source, cfg.data.validation.source, cfg.model.init == "pretrained" and cfg.model.name_or_path)
 
     # 2. Data sources first (bad input fails before any training), then tokenizer and model.
     train_docs, train_report = load_text_dataset(
@@ -119,6 +120,7 @@ def run(cfg: DictConfig) -> float:
         **val_report.as_metrics("data/validation/"),
     }
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     log.info("eval/loss %.4f  perplexity %.2f", eval_loss, metrics["eval/perplexity"])
     return eval_loss
