@@ -25,14 +25,24 @@ RUN_DIR := outputs/$(RUN)
 # ARGS reach only the stages you named (`make sft ARGS=peft=lora` must not hand peft=lora to an
 # upstream pretrain it builds); <STAGE>_ARGS reach that stage also when it is built as upstream.
 stage_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS)) $($(shell echo $(1) | tr a-z A-Z)_ARGS)
-STAGE = $(PY) stages/$(1).py run=$(RUN) $(call stage_args,$(1))
+# NPROC=<n> processes and DS=<zero1|zero2|zero3|zero3_offload> (DeepSpeed ZeRO, conf/deepspeed/) reach
+# the stages named on the command line, like ARGS: `make sft NPROC=2 DS=zero3` launches
+# `torchrun --standalone --nproc_per_node=2 stages/sft.py ... deepspeed=zero3` (docs/distributed.md);
+# multi-node: TORCHRUN_ARGS="--nnodes=2 --node_rank=<k> --rdzv_backend=c10d --rdzv_endpoint=<host>:29500".
+NPROC ?= 1
+DS ?= none
+TORCHRUN_ARGS ?= --standalone
+stage_named = $(filter $(1),$(MAKECMDGOALS))
+stage_python = $(if $(and $(call stage_named,$(1)),$(filter-out 1-none,$(NPROC)-$(DS))),$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC),$(PY))
+stage_ds = $(if $(and $(call stage_named,$(1)),$(filter-out none,$(DS))), deepspeed=$(DS))
+STAGE = $(call stage_python,$(1)) stages/$(1).py run=$(RUN)$(call stage_ds,$(1)) $(call stage_args,$(1))
 # A stage is complete when its metrics.json exists (written last, atomically). The previous
 # stage is a file target: built when missing, reused when present. Each file target lists its
 # own upstream (order-only), so `make rm` alone builds pretrain -> sft -> prefs -> rm.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 
 .PHONY: help install data pretrain sft prefs rm ppo dpo eval pipeline pipeline-dpo test test-fast \
-	bench-sft bench-rm bench-ppo bench-dpo sync clean-run
+	bench-sft bench-rm bench-ppo bench-dpo sync clean-run sweep
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -95,6 +105,22 @@ pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, 
 pipeline-dpo: install ## The DPO pipeline on the embedded default (pretrain, sft, prefs, dpo)
 	$(MAKE) --no-print-directory pretrain sft prefs dpo RUN=$(RUN) ARGS='$(ARGS)'
 
+# Hyperparameter search (docs/sweeps.md): conf/hparams_search/<stage>_<what>.yaml belongs to
+# <stage> (the name's prefix). The previous stages are built first, as for `make <stage>`; ARGS and
+# <STAGE>_ARGS reach the searched stage; optuna.db (the study) lives in outputs/<run>/.
+SWEEP ?=
+SWEEP_STAGE = $(firstword $(subst _, ,$(SWEEP)))
+sweep_needs_sft := pretrain
+sweep_needs_prefs := sft
+sweep_needs_rm := sft prefs
+sweep_needs_ppo := sft rm
+sweep_needs_dpo := sft prefs
+
+sweep: install $(foreach s,$(sweep_needs_$(SWEEP_STAGE)),$(call upstream,$(s))) ## Optuna search: make sweep SWEEP=dpo_beta (conf/hparams_search/<stage>_<what>.yaml)
+	@test -f conf/hparams_search/$(SWEEP).yaml || { echo "SWEEP=<name>: one of $$(ls conf/hparams_search | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
+	@mkdir -p $(RUN_DIR)
+	$(PY) stages/$(SWEEP_STAGE).py -m +hparams_search=$(SWEEP) run=$(RUN) $(ARGS) $($(shell echo $(SWEEP_STAGE) | tr a-z A-Z)_ARGS)
+
 test: install ## Run the whole test suite (unit, integration, slow)
 	$(PY) -m pytest -q tests
 
@@ -109,12 +135,16 @@ bench-rm: install $(call upstream,sft) ## K-wise vs. best-vs-worst RM at equal a
 
 bench-ppo: install $(call upstream,rm) ## Our PPO vs. trl==1.12.0's PPOTrainer (own venv): samples/s, peak memory
 	$(PY) bench/ppo_vs_trl.py --run $(RUN)
+	$(PY) bench/make_scaled_run.py --run $(RUN)
+	$(PY) bench/ppo_vs_trl.py --run $(RUN)-scaled --batch-size 8 --mini-batch-size 8 --ppo-epochs 1 --response-length 24
 
 bench-dpo: install $(call upstream,sft) ## DPO reference modes (copy / adapter / precomputed): peak RSS, pairs/s
 	$(PY) bench/dpo_reference_modes.py --run-dir $(RUN_DIR)
 
-sync: install ## Upload offline W&B runs of RUN to W&B (needs `wandb login`)
-	$(VENV)/bin/wandb sync --sync-all $(RUN_DIR)/*/wandb
+sync: install ## Upload offline W&B runs of RUN (stages and sweep jobs), then declare their inputs
+	@runs=$$(ls -d $(RUN_DIR)/*/wandb/offline-run-* $(RUN_DIR)/*/*/*/wandb/offline-run-* 2>/dev/null); \
+	test -n "$$runs" || { echo "no offline runs under $(RUN_DIR)"; exit 0; }; $(VENV)/bin/wandb sync $$runs
+	$(PY) -m align.tracking link $(RUN_DIR)
 
 clean-run: ## Delete outputs/$(RUN)
 	rm -rf $(RUN_DIR)

@@ -37,7 +37,7 @@ from align.adapters import check_peft_choice, check_quantizable, quantization_co
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_preferences, load_prompts
-from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
+from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, whole_parameters
 from align.dpo import (
     PretokenizedDPOTrainer,
     check_dpo_choice,
@@ -122,7 +122,7 @@ def run(cfg: DictConfig) -> float:
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
     rss_train = peak_rss_mb()
-    ref_after = _reference_checksum(trainer, d.reference)  # under ZeRO-3: this rank's shard, as before
+    ref_after = _reference_checksum(trainer, d.reference)
     eval_out = trainer.evaluate()  # every rank (a collective under DeepSpeed)
     history = trainer.state.log_history
 
@@ -195,7 +195,8 @@ def run(cfg: DictConfig) -> float:
 def _reference_checksum(trainer, reference: str) -> float | None:
     """Fingerprint of the weights the reference log-probs come from (None: precomputed, no model)."""
     if reference == "copy":
-        return params_checksum(trainer.ref_model)
+        with whole_parameters(trainer.ref_model):  # ZeRO-3: gathered on every rank (all ranks call this)
+            return params_checksum(trainer.ref_model)
     if reference == "adapter":
         return params_checksum(trainer.model, include=is_base_parameter)
     return None

@@ -11,11 +11,13 @@ Steps:
     2. Tokenizer and preference data (train and held-out).
     3. Reward model: SFT weights + a new scalar head (full or PEFT).
     4. Train (ranked trainer, or TRL's RewardTrainer on pairs).
-    5. Save ``final/`` with ``reward_normalization.json``.
+    5. Save ``final/`` with ``reward_normalization.json`` (under DeepSpeed, ZeRO-3 shards are
+       gathered first, and only rank 0 goes on from here).
     6. Report card on held-out lists (accuracy vs. annotators and gold, calibration, length bias,
        reward scale), plots, the gate; ``metrics.json``; return ``gold/accuracy``.
 
-Run: ``make rm`` (after ``make sft``; collects preferences first with ``make prefs``).
+Run: ``make rm`` (after ``make sft``; collects preferences first with ``make prefs``); N processes
+with DeepSpeed ZeRO: ``make rm NPROC=2 DS=zero3`` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from align.adapters import check_peft_choice, check_quantizable, quantization_co
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import iter_rows, load_preferences, to_pairs
+from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
 from align.farm import gold_score
 from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
 from align.outputs import FINAL, write_metrics
@@ -65,6 +68,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.peft.method not in RM_PEFT:
         raise ValueError(f"peft={cfg.peft.method} is not supported for reward models; use one of {', '.join(RM_PEFT)}.")
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
+    check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     out_dir = begin_stage(cfg)
 
     # 2. Tokenizer and data.
@@ -87,8 +91,10 @@ def run(cfg: DictConfig) -> float:
 
     # 4. Train.
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source)
     common = dict(output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
-                  **precision_args(cfg.precision), **to_plain(cfg.trainer))
+                  **precision_args(cfg.precision), **deepspeed_args(to_plain(cfg.deepspeed.config)),
+                  **to_plain(cfg.trainer))
     if cfg.rm.loss == "pairwise":
         trainer, n_truncated, epoch_tokens = _pairwise_trainer(cfg, model, tokenizer, train_ex, common, peft_config)
     else:
@@ -109,12 +115,16 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
-    delta = trainable_delta_norm(trainer.model, before)
 
     # 5. Save: final/ holds full weights (plain transformers loads it); an adapter also goes to
-    #    final_adapter/. The report card scores with the saved (merged) model.
+    #    final_adapter/. The report card scores with the saved (merged) model. ZeRO-3 shards are
+    #    gathered into final/ first; other ranks stop here.
     final_dir = out_dir / FINAL
-    rm_model = save_reward_model(trainer.model, tokenizer, out_dir, cfg.peft.method)
+    trained = finish_training(trainer, final_dir, lambda path: load_reward_model(path, tokenizer, cfg.model.dtype))
+    if trained is None:  # not rank 0
+        return float("nan")
+    delta = trainable_delta_norm(trained, before)
+    rm_model = save_reward_model(trained, tokenizer, out_dir, cfg.peft.method)
 
     # 6. Report card on the held-out lists.
     rewards, lengths = [], []
@@ -141,6 +151,7 @@ def run(cfg: DictConfig) -> float:
         **val_report.as_metrics("data/validation/"),
     })
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "model")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str)})
     log.info("report card: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "gate", "reward")}))
     if not metrics["gate/passed"]:

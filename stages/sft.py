@@ -11,10 +11,12 @@ Steps:
     2. Tokenizer, then data (bad rows and over-long rows fail or are counted here).
     3. Starting model (4-bit for QLoRA); gold score of the starting model.
     4. Train with SFTTrainer (PEFT config passed through).
-    5. Save ``final/`` (full model or adapter folder; ``final_merged/`` when ``peft.merge``).
-    6. Evaluate: validation loss, gold score of the trained model; ``metrics.json``.
+    5. Validation loss (every rank); save ``final/`` (full model or adapter folder;
+       ``final_merged/`` when ``peft.merge``). Under DeepSpeed only rank 0 goes on from here.
+    6. Evaluate: gold score of the trained model; ``metrics.json``.
 
-Run: ``make sft`` or ``python stages/sft.py [overrides]``.
+Run: ``make sft`` or ``python stages/sft.py [overrides]``; N processes with DeepSpeed ZeRO:
+``make sft NPROC=2 DS=zero3`` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from align.adapters import check_peft_choice, check_quantizable, quantization_co
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, load_sft_dataset
+from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, is_main_process
 from align.evaluation import gold_metrics, sample_rows
 from align.generation import generate_responses
 from align.modeling import (
@@ -54,6 +57,7 @@ def run(cfg: DictConfig) -> float:
         cfg.peft.method, cfg.peft.merge, cfg.peft.config, cfg.trainer.packing,
         cfg.trainer.get("gradient_checkpointing", True),  # TRL's default is True
     )
+    check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     out_dir = begin_stage(cfg)
 
     # 2. Tokenizer and data.
@@ -79,15 +83,18 @@ def run(cfg: DictConfig) -> float:
         quantization_config=quantization_config(to_plain(cfg.peft.get("quantization"))),
         attn_implementation=cfg.model.attn_implementation,
     )
-    base_metrics = _gold(model, tokenizer, gold_prompts, cfg, prefix="gold/base_") if gold_prompts else {}
+    base_metrics = (_gold(model, tokenizer, gold_prompts, cfg, prefix="gold/base_")
+                    if gold_prompts and is_main_process() else {})
 
     # 4. Train.
     tracker = open_tracker(cfg, out_dir)
+    tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source, cfg.data.gold_prompts)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         report_to=tracker.report_to,
         seed=cfg.seed,
         **precision_args(cfg.precision),
+        **deepspeed_args(to_plain(cfg.deepspeed.config)),
         **to_plain(cfg.trainer),
     )
     peft_config = instantiate(cfg.peft.config, _convert_="all") if cfg.peft.method != "none" else None
@@ -105,14 +112,19 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
-    delta_norm = trainable_delta_norm(trainer.model, before)
 
-    # 5. Save (merging unloads the adapter in place; everything after sees the merged weights).
-    written = save_final(trainer.model, tokenizer, out_dir / FINAL, cfg.peft.method, cfg.peft.merge)
+    # 5. Validation loss (a collective under DeepSpeed), then save: ZeRO-3 shards are gathered into
+    #    final/ first; other ranks stop here. Merging unloads the adapter in place: everything
+    #    after sees the merged weights.
+    eval_loss = trainer.evaluate()["eval_loss"]
+    trained = finish_training(trainer, out_dir / FINAL, lambda path: load_causal_lm(path, cfg.model.dtype))
+    if trained is None:  # not rank 0
+        return float("nan")
+    delta_norm = trainable_delta_norm(trained, before)
+    written = save_final(trained, tokenizer, out_dir / FINAL, cfg.peft.method, cfg.peft.merge)
     log.info("saved %s", written)
 
     # 6. Evaluate and report.
-    eval_loss = trainer.evaluate()["eval_loss"]
     metrics = {
         "train/loss": train_out.training_loss,
         "train/steps": train_out.global_step,
@@ -127,14 +139,15 @@ def run(cfg: DictConfig) -> float:
         **base_metrics,
     }
     if gold_prompts:
-        trained = _gold(trainer.model, tokenizer, gold_prompts, cfg, prefix="gold/", tracker=tracker)
-        metrics.update(trained)
-        metrics["gold/gain"] = trained["gold/score_mean"] - base_metrics["gold/base_score_mean"]
+        gold = _gold(trained, tokenizer, gold_prompts, cfg, prefix="gold/", tracker=tracker)
+        metrics.update(gold)
+        metrics["gold/gain"] = gold["gold/score_mean"] - base_metrics["gold/base_score_mean"]
         log.info(
             "gold score: start %.3f -> trained %.3f",
-            base_metrics["gold/base_score_mean"], trained["gold/score_mean"],
+            base_metrics["gold/base_score_mean"], gold["gold/score_mean"],
         )
     write_metrics(out_dir, metrics)
+    tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics["gold/score_mean"] if gold_prompts else -eval_loss
 

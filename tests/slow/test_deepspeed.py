@@ -1,0 +1,141 @@
+"""DeepSpeed ZeRO across 2 processes on CPU (gloo), for the Trainer-based stages SFT, RM and DPO.
+
+Each 2-rank run is launched the way ``make <stage> NPROC=2 DS=<zero>`` launches it (torchrun),
+on the tiny run, and compared with a single-process run at the same global batch (8 = 2 x 4):
+the same logged losses, the same consolidated weights. Each rank reports what it holds
+(``distributed/rank<k>.json``): about half of the optimizer state under ZeRO-2/3, and about half
+of the parameters under ZeRO-3.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from tests.conftest import REPO, run_stage_cli, stage_env
+
+pytestmark = pytest.mark.slow
+
+SFT = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=3", "data.limit=48",
+       "data.num_gold_prompts=4", "gold.max_new_tokens=8", "logger=none"]
+RM = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=3", "logger=none"]
+DPO = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=3", "data.limit=16",
+       "eval.num_prompts=4", "eval.max_new_tokens=8", "logger=none"]
+BATCH_1 = ["trainer.per_device_train_batch_size=8"]  # one process
+BATCH_2 = ["trainer.per_device_train_batch_size=4"]  # two processes: the same global batch
+
+
+def launch(stage: str, overrides: list[str], nproc: int = 2, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=<nproc> stages/<stage>.py overrides...`` (as Make does)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(REPO / "stages" / f"{stage}.py"), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd[2:])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def logged_losses(stage_dir, step: int = 3) -> list[float]:
+    state = json.loads((stage_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
+def rank_reports(stage_dir, world: int = 2) -> list[dict]:
+    return [json.loads((stage_dir / "distributed" / f"rank{k}.json").read_text()) for k in range(world)]
+
+
+def check_partition(reports: list[dict], zero: int) -> None:
+    """Each of 2 ranks steps about half of the fp32 master weights (Adam moments alike); under
+    ZeRO-3 it also holds about half of the parameters (plus the few small tensors kept whole)."""
+    for r in reports:
+        assert r["zero_stage"] == zero and r["world_size"] == 2
+        assert r["optimizer/local_fraction"] == pytest.approx(0.5, abs=0.02)
+        assert r["optimizer/state"] == pytest.approx(2 * r["optimizer/fp32_partition"], rel=0.01)  # exp_avg + exp_avg_sq
+        expected = 0.5 if zero == 3 else 1.0
+        assert r["parameters/local_fraction"] == pytest.approx(expected, abs=0.02)
+    # Together the ranks cover every trainable element (partitions are padded, never short).
+    assert sum(r["optimizer/fp32_partition"] for r in reports) >= reports[0]["optimizer/trainable_total"]
+
+
+def check_same_weights(model_a, model_b, atol: float = 1e-5) -> None:
+    a, b = model_a.state_dict(), model_b.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=lambda m: f"{k}: {m}")
+
+
+# ---------------------------------------------------------------------------------------- SFT
+
+
+@pytest.fixture(scope="module")
+def sft_reference(tiny_run):
+    """One process, batch 8: what the 2-rank runs must reproduce."""
+    out = tiny_run["run_dir"] / "ds_sft_1proc" / "sft"
+    run_stage_cli("sft", tiny_run["common"] + SFT + BATCH_1 + [f"output_dir={out}"])
+    return out
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_sft_two_ranks_partition_and_match_one_process(tiny_run, sft_reference, zero):
+    out = tiny_run["run_dir"] / f"ds_sft_zero{zero}" / "sft"
+    extra = ["logger=wandb"] if zero == 3 else []  # one W&B run, from rank 0 only
+    launch("sft", tiny_run["common"] + SFT + BATCH_2 + extra + [f"output_dir={out}", f"deepspeed=zero{zero}"])
+
+    check_partition(rank_reports(out), zero)
+    # The same first steps as one process with the same global batch.
+    assert logged_losses(out) == pytest.approx(logged_losses(sft_reference), rel=1e-4)
+    # final/ is a normal Hugging Face folder (ZeRO-3: consolidated from the shards) with the weights
+    # the one-process run trained.
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    check_same_weights(final, AutoModelForCausalLM.from_pretrained(sft_reference / "final"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model/parameters"] == sum(p.numel() for p in final.parameters())
+    assert metrics["train/trainable_delta_norm"] > 0
+    # Rank 0 alone writes the stage's files; rank 1 logs to its own file.
+    assert (out / "distributed" / "rank1.log").exists()
+    assert "rank 1:" not in (out / "sft.log").read_text()
+    if zero == 3:
+        runs = list((out / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+
+
+# ---------------------------------------------------------------------------- RM and DPO (ZeRO-3)
+
+
+def test_rm_two_ranks_zero3_match_one_process(tiny_prefs):
+    common = tiny_prefs["common"] + RM
+    one = tiny_prefs["run_dir"] / "ds_rm_1proc" / "rm"
+    two = tiny_prefs["run_dir"] / "ds_rm_zero3" / "rm"
+    run_stage_cli("rm", common + BATCH_1 + [f"output_dir={one}"])
+    launch("rm", common + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
+
+    check_partition(rank_reports(two), 3)
+    assert logged_losses(two) == pytest.approx(logged_losses(one), rel=1e-4)
+    rm = AutoModelForSequenceClassification.from_pretrained(two / "final")
+    assert rm.config.num_labels == 1 and (two / "final" / "reward_normalization.json").exists()
+    check_same_weights(rm, AutoModelForSequenceClassification.from_pretrained(one / "final"))
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["eval/accuracy"] == pytest.approx(m1["eval/accuracy"])  # the report card sees the same model
+
+
+def test_dpo_two_ranks_zero3_match_one_process(tiny_prefs):
+    common = tiny_prefs["common"] + DPO
+    one = tiny_prefs["run_dir"] / "ds_dpo_1proc" / "dpo"
+    two = tiny_prefs["run_dir"] / "ds_dpo_zero3" / "dpo"
+    run_stage_cli("dpo", common + BATCH_1 + [f"output_dir={one}"])
+    launch("dpo", common + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
+
+    check_partition(rank_reports(two), 3)
+    losses = logged_losses(two)
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)  # policy == reference
+    assert losses == pytest.approx(logged_losses(one), rel=1e-4)
+    check_same_weights(AutoModelForCausalLM.from_pretrained(two / "final"), AutoModelForCausalLM.from_pretrained(one / "final"))
+    m = json.loads((two / "metrics.json").read_text())
+    # The frozen reference (partitioned by TRL under ZeRO-3) is gathered for its checksum: unchanged, and whole.
+    assert m["ref/checksum_before"] == m["ref/checksum_after"]
+    assert m["ref/checksum_before"] == pytest.approx(json.loads((one / "metrics.json").read_text())["ref/checksum_before"])
