@@ -1,40 +1,45 @@
-"""Process-level settings that a long training loop on CPU needs.
+"""Process-level memory care for a long training loop on CPU.
 
-glibc's malloc serves large blocks with ``mmap`` and returns them to the OS on ``free``, but it
-*raises* its mmap threshold each time such a block is freed (the dynamic threshold), so later
-blocks of that size come from the heap instead. Freed heap memory rarely goes back. In a loop that
-allocates and frees activation-sized tensors every iteration (PPO: rollout, then update), resident
-memory then grows iteration after iteration: +230 MB per iteration on a 43M-parameter model here.
-A fixed threshold keeps large tensors on ``mmap`` and the peak flat (measured:
-``docs/ppo_benchmark.md``). ``MALLOC_MMAP_THRESHOLD_`` in the environment does the same from outside.
+glibc's malloc keeps memory that a loop frees: it raises its mmap threshold each time a large
+block is freed (the dynamic threshold), so later blocks of that size come from the heap, and freed
+heap pages mostly stay resident. In PPO, which allocates and frees activation-sized tensors in
+every rollout and every update, resident memory then grows iteration after iteration: about
++230 MB per iteration on a 43M-parameter model here.
+
+Two fixes were measured (``docs/ppo_benchmark.md``):
+
+- pinning the mmap threshold (``mallopt``) keeps the peak flat, but every large tensor then
+  costs fresh zeroed pages: PPO ran 2.5x slower on the default model;
+- ``malloc_trim(0)`` between phases returns the freed pages, at a cost of milliseconds per call.
+
+:func:`release_free_memory` does the second. It is a no-op where glibc is absent.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-import os
 import sys
 
-log = logging.getLogger(__name__)
-M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-DEFAULT_THRESHOLD = 128 * 1024
+_LIBC = None
 
 
-def fix_mmap_threshold(threshold: int = DEFAULT_THRESHOLD) -> bool:
-    """Pin glibc's mmap threshold (Linux only; a no-op elsewhere or when the env var is set).
+def _libc():
+    global _LIBC
+    if _LIBC is None and sys.platform.startswith("linux"):
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018  (glibc only; musl has none)
+        except (OSError, AttributeError):
+            _LIBC = False
+    return _LIBC or None
+
+
+def release_free_memory() -> bool:
+    """Hand memory that malloc holds but no tensor uses back to the OS (``malloc_trim(0)``).
 
     Returns:
-        Whether the setting was applied.
+        Whether anything was released (False where glibc is absent).
     """
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        applied = bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to pin
-        return False
-    if applied:
-        log.info("glibc mmap threshold pinned at %d bytes (keeps peak memory flat across iterations)", threshold)
-    return applied
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

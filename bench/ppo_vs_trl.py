@@ -129,6 +129,7 @@ def ours_command(a, mode: str, out: Path) -> list[str]:
         "ppo.kl.kind=fixed", f"ppo.kl.kl_coef={a.kl_coef}", "precision=fp32", f"seed={a.seed}",
         "eval.every=0", "eval.final=false", "checkpoint.every=0", "logger=none",
         "ppo.allow_failed_rm=true",  # speed and memory do not depend on the RM passing its quality gate
+        "ppo.ptx_coef=0.0",  # TRL's PPO has no PPO-ptx: the same work per iteration on both sides
     ]
     if a.lora_targets != "all-linear":
         overrides.append(f"ppo.lora.target_modules=[{a.lora_targets}]")

@@ -55,7 +55,7 @@ from align.ppo.monitor import append_history, plot_history, policy_snapshot, rea
 from align.ppo.rollout import decode_responses, generate_rollout
 from align.precision import precision_args
 from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
-from align.runtime import fix_mmap_threshold
+from align.runtime import release_free_memory
 
 log = logging.getLogger("align.ppo")
 
@@ -69,7 +69,6 @@ def run(cfg: DictConfig) -> float:
     rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
     check_reward_gate(rm_path, p.allow_failed_rm)
     out_dir = begin_stage(cfg)
-    fix_mmap_threshold()  # CPU: without it resident memory grows every iteration (align/runtime.py)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = _autocast(cfg.precision, device)
 
@@ -160,10 +159,12 @@ def run(cfg: DictConfig) -> float:
                               [[it + 1, train_prompts[i], r, round(float(sc), 3)]
                                for i, r, sc in zip(indices[:k], texts, exp.scores[:k])])
         del rollout
+        release_free_memory()  # glibc keeps freed pages: without this, memory grows every iteration
         t1 = time.perf_counter()
         stats.update(_update(models, exp, (opt_pi, opt_v), (sched_pi, sched_v), cfg, it, autocast, ptx,
                              train_policy=it >= p.critic_warmup_iterations))
         del exp
+        release_free_memory()
         stats["ppo/kl_coef"] = kl_ctl.value
         kl_ctl.update(stats["ppo/kl_ref"], p.rollout_batch_size)
         t2 = time.perf_counter()
@@ -226,51 +227,58 @@ def _update(models, exp, optimizers, schedulers, cfg, it, autocast, ptx, train_p
     n_mb = 0
     for _ in range(p.ppo_epochs):
         for mb in exp.minibatches(p.mini_batch_size, generator):
-            n_micro = math.ceil(len(mb) / p.micro_batch_size)
             for start in range(0, len(mb), p.micro_batch_size):
                 micro = mb._map(lambda x, s=start: x[s : s + p.micro_batch_size])
-                weight = len(micro) / len(mb)
-                with autocast:
-                    loss, stats = _micro_loss(models, micro, cfg, train_policy)
-                    if ptx is not None and train_policy:
-                        ids, attn, labels = ptx.next(micro.responses.device)
-                        from align.ppo.ptx import ptx_loss
-
-                        lp = ptx_loss(models.policy, ids, attn, labels)
-                        loss = loss + p.ptx_coef * lp
-                        stats["ppo/ptx_loss"] = lp.detach()
-                (loss * weight).backward()
+                stats = _micro_step(models, micro, cfg, len(micro) / len(mb), autocast, ptx, train_policy)
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * weight
+                    sums[k] = sums.get(k, 0.0) + v * len(micro) / len(mb)
             for model, opt, sched in zip((models.policy, models.value), optimizers, schedulers):
                 torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], p.max_grad_norm)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            n_mb += 1 if n_micro else 0
+            n_mb += 1
     return {k: v / max(n_mb, 1) for k, v in sums.items()}
 
 
-def _micro_loss(models, micro, cfg, train_policy: bool):
-    """The PPO loss of one micro-batch and its statistics (policy, value, entropy)."""
+def _micro_step(models, micro, cfg, weight: float, autocast, ptx, train_policy: bool) -> dict[str, float]:
+    """Forward and backward of one micro-batch; returns its statistics.
+
+    The value model and the policy are separate networks with separate losses, so each loss is
+    backpropagated on its own: only one model's activations are alive at a time (the peak is the
+    larger of the two, not their sum). ``weight`` is the micro-batch's share of its minibatch.
+    """
     p = cfg.ppo
     view = experience_rollout(micro)
     mask = micro.response_mask
-    values = response_values(models.value, view)
-    v_loss, v_stats = ppo_value_loss(values, micro.values, micro.returns, mask, p.clip_range_value)
-    stats = {"ppo/value_loss": v_loss.detach(), **{f"ppo/{k}": v for k, v in v_stats.items()}}
+    with autocast:
+        values = response_values(models.value, view)
+        v_loss, v_stats = ppo_value_loss(values, micro.values, micro.returns, mask, p.clip_range_value)
+    (p.vf_coef * v_loss * weight).backward()
+    stats = {"ppo/value_loss": v_loss.item(), **{f"ppo/{k}": v.item() for k, v in v_stats.items()}}
+    del values, v_loss
     if not train_policy:  # critic warm-up
-        return p.vf_coef * v_loss, stats
-    logits = response_logits(models.policy, view, cfg.generation.temperature)
-    logprobs = logprobs_from_logits(logits, micro.responses)
-    pg_loss, pg_stats = ppo_policy_loss(logprobs, micro.old_logprobs, micro.advantages, mask, p.clip_range)
-    loss = pg_loss + p.vf_coef * v_loss
-    entropy = masked_entropy_from_logits(logits if p.entropy_coef else logits.detach(), mask)
-    if p.entropy_coef:
-        loss = loss - p.entropy_coef * entropy
-    stats.update({"ppo/policy_loss": pg_loss.detach(), "ppo/entropy": entropy.detach(),
-                  **{f"ppo/{k}": v for k, v in pg_stats.items()}})
-    return loss, stats
+        return stats
+    with autocast:
+        logits = response_logits(models.policy, view, cfg.generation.temperature)
+        logprobs = logprobs_from_logits(logits, micro.responses)
+        loss, pg_stats = ppo_policy_loss(logprobs, micro.old_logprobs, micro.advantages, mask, p.clip_range)
+        entropy = masked_entropy_from_logits(logits if p.entropy_coef else logits.detach(), mask)
+        stats.update({"ppo/policy_loss": loss.item(), "ppo/entropy": entropy.item(),
+                      **{f"ppo/{k}": v.item() for k, v in pg_stats.items()}})
+        if p.entropy_coef:
+            loss = loss - p.entropy_coef * entropy
+    (loss * weight).backward()
+    del logits, logprobs, loss, entropy
+    if ptx is not None:
+        from align.ppo.ptx import ptx_loss
+
+        ids, attn, labels = ptx.next(micro.responses.device)
+        with autocast:
+            lp = ptx_loss(models.policy, ids, attn, labels)
+        (p.ptx_coef * lp * weight).backward()
+        stats["ppo/ptx_loss"] = lp.item()
+    return stats
 
 
 @torch.no_grad()
