@@ -228,7 +228,7 @@ def _update(models, exp, optimizers, schedulers, cfg, it, autocast, ptx, train_p
     for _ in range(p.ppo_epochs):
         for mb in exp.minibatches(p.mini_batch_size, generator):
             for start in range(0, len(mb), p.micro_batch_size):
-                micro = mb._map(lambda x, s=start: x[s : s + p.micro_batch_size])
+                micro = mb._map(lambda x, s=start: x[s : s + p.micro_batch_size]).trimmed()
                 stats = _micro_step(models, micro, cfg, len(micro) / len(mb), autocast, ptx, train_policy)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v * len(micro) / len(mb)

@@ -132,6 +132,27 @@ class Experience:
             index = order[start : start + batch_size].to(self.responses.device)
             yield self._map(lambda x: x[index])
 
+    def trimmed(self) -> Experience:
+        """The same rollouts without the columns no row uses: leading prompt columns that are
+        padding in every row, and response columns past the longest real response.
+
+        A minibatch of a few rollouts is usually narrower than the whole batch, and every removed
+        column is a position the forward and backward passes no longer compute. Masked positions
+        contribute nothing to any loss, so the result is the same. Needs ``attention_mask``.
+        """
+        if self.attention_mask is None:
+            return self
+        p = self.context_length
+        prompt_used = self.attention_mask[:, :p].any(0)
+        start = int(prompt_used.long().argmax()) if bool(prompt_used.any()) else p - 1
+        start = min(start, p - 1)  # keep the last prompt column: its logits predict response token 0
+        t = max(int(self.response_mask.sum(1).max()), 1)
+        cut = {name: getattr(self, name)[:, :t] for name in PER_TOKEN_FIELDS}
+        return Experience(
+            query_responses=self.query_responses[:, start : p + t], scores=self.scores,
+            context_length=p - start, attention_mask=self.attention_mask[:, start : p + t], **cut,
+        )
+
     def _map(self, fn) -> Experience:
         """A new ``Experience`` with ``fn`` applied to every tensor field."""
         kwargs = {f.name: getattr(self, f.name) for f in fields(self)}

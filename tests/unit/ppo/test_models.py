@@ -134,3 +134,24 @@ def test_make_experience_shapes_and_zero_kl_at_start(folders):
     torch.testing.assert_close(exp.old_logprobs, exp.ref_logprobs)
     # Responses that hit the length limit without EOS get the penalty score instead of the RM's.
     assert torch.all(exp.scores[~rollout.ended] == -1.0)
+
+
+def test_trimmed_minibatches_give_the_same_logprobs_and_values(folders):
+    from align.ppo.experience_maker import experience_rollout
+
+    tok, sft, rm = folders
+    models = load_ppo_models(sft, rm, tok.pad_token_id, "full")
+    torch.manual_seed(0)
+    prompts = _prompts(tok)  # one short, one long prompt: the short row alone is left-padded
+    rollout = generate_rollout(models.policy, prompts, tok.eos_token_id, tok.pad_token_id, 8)
+    spec = RewardSpec(0.0, 1.0, -1.0, tok.eos_token_id, tok.pad_token_id, reward_suffix_ids(tok))
+    exp, _ = make_experience(models, rollout, spec, 0.1, "k1", 1.0, 0.95, True, 1.0, micro_batch_size=2)
+    # The short prompt's row alone: its leading padding columns (and unused response columns) go.
+    row = exp._map(lambda x: x[:1])
+    small = row.trimmed()
+    assert small.query_responses.shape[1] < row.query_responses.shape[1]
+    assert small.context_length == len(prompts[0])
+    n = int(row.response_mask.sum())
+    for fn in (lambda v: response_logprobs(models.policy, v), lambda v: response_values(models.value, v)):
+        torch.testing.assert_close(fn(experience_rollout(row))[0, :n], fn(experience_rollout(small))[0, :n],
+                                   atol=1e-5, rtol=1e-4)
