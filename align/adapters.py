@@ -124,6 +124,43 @@ def save_final(
     return written
 
 
+def save_full_final(
+    model, tokenizer, stage_dir: Path, peft_method: str, auto_class: str = "AutoPeftModelForCausalLM",
+    pad_token_id: int | None = None, **merge_kwargs,
+):
+    """Save ``stage_dir/final`` as full weights that plain ``transformers`` loads; return the model saved there.
+
+    The policy stages (PPO, DPO) and the reward model all hand the next stage a full model. Under
+    a PEFT method the adapter also goes to ``final_adapter/`` (a ``peft`` folder) and is merged
+    into ``final/``; QLoRA merges into a full-precision reload of the base (merging into 4-bit
+    weights would round the deltas away).
+
+    Args:
+        model: The trained model (``PeftModel`` when ``peft_method`` is not ``none``).
+        tokenizer: Saved beside the weights in both folders.
+        stage_dir: The stage's output folder.
+        peft_method: ``none`` or a mergeable PEFT method.
+        auto_class: The ``peft`` auto class that reloads a QLoRA adapter for merging.
+        pad_token_id: Written into the merged model's config when given (a sequence-classification
+            head pools the last non-pad token).
+        merge_kwargs: Passed to :func:`merge_quantized` (e.g. ``num_labels=1``).
+    """
+    final_dir = Path(stage_dir) / "final"
+    if peft_method == "none":
+        save_final(model, tokenizer, final_dir, "none", False)
+        return model
+    adapter_dir = Path(stage_dir) / "final_adapter"
+    save_final(model, tokenizer, adapter_dir, peft_method, False)
+    if peft_method == "qlora":
+        merged = merge_quantized(adapter_dir, auto_class, **merge_kwargs)
+    else:
+        merged = model.merge_and_unload()
+    if pad_token_id is not None:
+        merged.config.pad_token_id = pad_token_id
+    save_final(merged, tokenizer, final_dir, "none", False)
+    return merged
+
+
 def merge_quantized(adapter_dir: Path, auto_class: str = "AutoPeftModelForCausalLM", **kwargs):
     """Merge a QLoRA adapter into a full-precision copy of its base (merging into 4-bit weights
     would round the deltas away)."""

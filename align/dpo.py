@@ -36,8 +36,6 @@ Reference modes (``dpo.reference``), :data:`REFERENCES`:
 from __future__ import annotations
 
 import logging
-import resource
-from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -201,21 +199,6 @@ def pairs_to_dataset(rows: list[dict]) -> Dataset:
 # ----------------------------------------------------------------------------- measuring
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def params_checksum(model: torch.nn.Module, include=lambda name: True) -> float:
-    """A cheap fingerprint of a model's parameters: the sum of every selected entry, in float64."""
-    return float(sum(p.detach().double().sum() for n, p in model.named_parameters() if include(n)))
-
-
-def is_base_parameter(name: str) -> bool:
-    """True for a PEFT model's frozen base weights (not an adapter's own parameters)."""
-    return "lora_" not in name and "ia3_" not in name and "modules_to_save" not in name
-
-
 @torch.no_grad()
 def sequence_kl(policy, reference, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
                 batch_size: int, kl_batch_size: int = 32) -> dict:
@@ -249,23 +232,3 @@ def first_logged(log_history: list[dict], key: str):
 def last_logged(log_history: list[dict], key: str):
     """The last value of ``key`` in a Trainer's ``log_history`` (None when never logged)."""
     return next((h[key] for h in reversed(log_history) if key in h), None)
-
-
-def save_policy(model, tokenizer, stage_dir: Path, peft_method: str) -> Path:
-    """Save ``stage_dir/final`` as a full causal LM that plain ``transformers`` loads.
-
-    A PEFT adapter also goes to ``final_adapter/`` (a ``peft`` folder) and is merged into
-    ``final/``; QLoRA merges into a full-precision reload of the base (merging into 4-bit weights
-    would round the deltas away). Returns the ``final/`` folder.
-    """
-    from align.adapters import merge_quantized, save_final
-
-    final_dir = Path(stage_dir) / "final"
-    if peft_method == "none":
-        save_final(model, tokenizer, final_dir, "none", False)
-        return final_dir
-    adapter_dir = Path(stage_dir) / "final_adapter"
-    save_final(model, tokenizer, adapter_dir, peft_method, False)
-    merged = merge_quantized(adapter_dir) if peft_method == "qlora" else model.merge_and_unload()
-    save_final(merged, tokenizer, final_dir, "none", False)
-    return final_dir

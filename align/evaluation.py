@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from align.eval_metrics import win_rate
 from align.farm import gold_details, parse_task
 from align.generation import Generations
 
@@ -58,8 +59,5 @@ def gold_win_rate(prompts: list[str], texts: list[str], baseline_texts: list[str
             f"gold_win_rate needs one response per prompt from each policy; got {len(prompts)} prompts, "
             f"{len(texts)} and {len(baseline_texts)} responses."
         )
-    wins = 0.0
-    for p, a, b in zip(prompts, texts, baseline_texts):
-        sa, sb = gold_details(p, a)["score"], gold_details(p, b)["score"]
-        wins += 1.0 if sa > sb else 0.5 if sa == sb else 0.0
-    return wins / len(prompts)
+    return win_rate([gold_details(p, a)["score"] for p, a in zip(prompts, texts)],
+                    [gold_details(p, b)["score"] for p, b in zip(prompts, baseline_texts)])

@@ -166,3 +166,13 @@ def trainable_delta_norm(model: torch.nn.Module, snapshot: dict[str, torch.Tenso
     for name, before in snapshot.items():
         total += float((params[name].detach().float().cpu() - before).pow(2).sum())
     return total**0.5
+
+
+def params_checksum(model: torch.nn.Module, include=lambda name: True) -> float:
+    """A cheap fingerprint of a model's parameters: the sum of every selected entry, in float64."""
+    return float(sum(p.detach().double().sum() for n, p in model.named_parameters() if include(n)))
+
+
+def is_base_parameter(name: str) -> bool:
+    """True for a PEFT model's frozen base weights (not an adapter's own parameters)."""
+    return "lora_" not in name and "ia3_" not in name and "modules_to_save" not in name

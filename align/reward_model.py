@@ -195,24 +195,12 @@ def save_reward_model(model, tokenizer: PreTrainedTokenizerBase, stage_dir: Path
 
     A PEFT adapter is saved to ``final_adapter/`` and merged into ``final/``: the adapter's base
     config is the causal LM's (``num_labels=2``), so the adapter folder alone would not reload as a
-    one-label reward model with plain ``transformers``. QLoRA merges into a full-precision reload
-    of the base (merging into 4-bit weights would round the deltas away).
+    one-label reward model with plain ``transformers`` (:func:`align.adapters.save_full_final`).
     """
-    from align.adapters import merge_quantized, save_final
+    from align.adapters import save_full_final
 
-    final_dir = Path(stage_dir) / "final"
-    if peft_method == "none":
-        save_final(model, tokenizer, final_dir, "none", False)
-        return model
-    adapter_dir = Path(stage_dir) / "final_adapter"
-    save_final(model, tokenizer, adapter_dir, peft_method, False)
-    if peft_method == "qlora":
-        merged = merge_quantized(adapter_dir, "AutoPeftModelForSequenceClassification", num_labels=1)
-    else:
-        merged = model.merge_and_unload()
-    merged.config.pad_token_id = tokenizer.pad_token_id
-    save_final(merged, tokenizer, final_dir, "none", False)
-    return merged
+    return save_full_final(model, tokenizer, stage_dir, peft_method, "AutoPeftModelForSequenceClassification",
+                           pad_token_id=tokenizer.pad_token_id, num_labels=1)
 
 
 def save_normalization(final_dir: Path, mean: float, std: float) -> None:

@@ -1,4 +1,5 @@
-"""Process-level memory care for a long training loop on CPU.
+"""Process-level memory: the peak-RSS figure every stage and bench reports, and memory care for
+a long training loop on CPU.
 
 glibc's malloc keeps memory that a loop frees: it raises its mmap threshold each time a large
 block is freed (the dynamic threshold), so later blocks of that size come from the heap, and freed
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import resource
 import sys
 
 _LIBC = None
@@ -33,6 +35,12 @@ def _libc():
         except (OSError, AttributeError):
             _LIBC = False
     return _LIBC or None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def release_free_memory() -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from align.runtime import peak_rss_mb  # noqa: E402
+
 TRL_VENV = REPO / ".venv-trl112"
 TRL_PY = TRL_VENV / "bin" / "python"
 TRL_STAMP = TRL_VENV / ".stamp-trl112"
@@ -44,10 +46,6 @@ TRL_STAMP = TRL_VENV / ".stamp-trl112"
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 TRL_REQUIREMENTS = ["trl==1.12.0", "transformers==5.23.0", "accelerate==1.15.0", "peft==0.21.2", "datasets==5.2.0"]
 SPEED_TARGET, LORA_MEMORY_TARGET = 1.5, 0.7
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def ensure_trl_venv() -> None:
@@ -76,14 +74,14 @@ def baseline_worker(run_dir: Path) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    after_imports = _peak_rss_mb()
+    after_imports = peak_rss_mb()
     sft, rm = run_dir / "sft" / "final", run_dir / "rm" / "final"
     AutoTokenizer.from_pretrained(sft)
     models = [AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32) for _ in range(2)]
     models += [AutoModelForSequenceClassification.from_pretrained(rm, num_labels=1, dtype=torch.float32)
                for _ in range(2)]
     return {
-        "peak_rss_mb": _peak_rss_mb(), "rss_after_imports_mb": after_imports,
+        "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": after_imports,
         "params_per_policy": sum(p.numel() for p in models[0].parameters()),
         "torch_version": torch.__version__, "transformers_version": transformers.__version__,
     }

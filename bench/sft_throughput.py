@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+from align.runtime import peak_rss_mb  # noqa: E402
 
 
 def worker(model_dir: str, packing: bool, samples: int, batch_size: int) -> dict:
@@ -47,7 +43,7 @@ def worker(model_dir: str, packing: bool, samples: int, batch_size: int) -> dict
         disable_tqdm=True, learning_rate=1e-3, **precision_args("auto"),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     start = time.perf_counter()
     out = trainer.train()
     seconds = time.perf_counter() - start
@@ -58,7 +54,7 @@ def worker(model_dir: str, packing: bool, samples: int, batch_size: int) -> dict
         "seconds": seconds,
         "tokens_per_s": real_tokens / seconds,
         "samples_per_s": len(ds) / seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_train_mb": rss_before,
         "peak_gpu_mb": peak_gpu,
     }

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _peak_rss_mb() -> float:
+    # Not align.runtime.peak_rss_mb: this script runs in TRL's own venv, with nothing of ours imported.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from transformers import AutoConfig
 from trl import DPOConfig
 
-from align.adapters import check_peft_choice, check_quantizable, quantization_config
+from align.adapters import check_peft_choice, check_quantizable, quantization_config, save_full_final
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_preferences, load_prompts
@@ -42,22 +42,27 @@ from align.dpo import (
     PretokenizedDPOTrainer,
     check_dpo_choice,
     first_logged,
-    is_base_parameter,
     last_logged,
     loss_args,
     pairs_to_dataset,
-    params_checksum,
-    peak_rss_mb,
-    save_policy,
     sequence_kl,
     tokenize_pairs,
 )
 from align.evaluation import gold_metrics, gold_win_rate, sample_rows
 from align.generation import generate_responses
-from align.modeling import count_parameters, load_causal_lm, load_tokenizer, snapshot_trainable, trainable_delta_norm
+from align.modeling import (
+    count_parameters,
+    is_base_parameter,
+    load_causal_lm,
+    load_tokenizer,
+    params_checksum,
+    snapshot_trainable,
+    trainable_delta_norm,
+)
 from align.outputs import write_metrics
 from align.precision import precision_args
 from align.reward_model import resolve_full_model_path
+from align.runtime import peak_rss_mb
 
 log = logging.getLogger("align.dpo")
 
@@ -134,7 +139,8 @@ def run(cfg: DictConfig) -> float:
     delta = trainable_delta_norm(trained, before)
     if ref_checksum is not None and ref_after != ref_checksum:
         raise RuntimeError(f"the reference moved during training (checksum {ref_checksum} -> {ref_after}).")
-    final_dir = save_policy(trained, tokenizer, out_dir, cfg.peft.method)
+    save_full_final(trained, tokenizer, out_dir, cfg.peft.method)
+    final_dir = out_dir / "final"
     log.info("saved %s", final_dir)
     loaded_in_4bit = bool(getattr(model, "is_loaded_in_4bit", False))
     del trainer, model, ref_model, trained

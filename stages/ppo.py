@@ -31,8 +31,6 @@ import contextlib
 import json
 import logging
 import math
-import resource
-import sys
 import time
 from pathlib import Path
 
@@ -40,13 +38,20 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from align.adapters import save_full_final
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
-from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
-from align.outputs import FINAL, write_metrics
-from align.ppo.advantages import masked_mean
+from align.modeling import (
+    count_parameters,
+    is_base_parameter,
+    load_tokenizer,
+    params_checksum,
+    snapshot_trainable,
+    trainable_delta_norm,
+)
+from align.outputs import write_metrics
 from align.ppo.checkpoint import load_latest, load_trainable_state, save_checkpoint, set_rng_state, trainable_state
 from align.ppo.experience_maker import RewardSpec, experience_rollout, make_experience
 from align.ppo.kl import make_kl_controller
@@ -55,7 +60,7 @@ from align.ppo.monitor import append_history, plot_history, policy_snapshot, rea
 from align.ppo.rollout import decode_responses, generate_rollout
 from align.precision import precision_args
 from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
-from align.runtime import release_free_memory
+from align.runtime import peak_rss_mb, release_free_memory
 
 log = logging.getLogger("align.ppo")
 
@@ -196,7 +201,7 @@ def run(cfg: DictConfig) -> float:
         "ppo/iterations": p.total_iterations,
         "ppo/kl_coef_final": kl_ctl.value,
         "perf/samples_per_s": timed["samples"] / timed["seconds"] if timed["seconds"] else float("nan"),
-        "perf/peak_rss_mb": _peak_rss_mb(),
+        "perf/peak_rss_mb": peak_rss_mb(),
         "model/policy_trainable_parameters": trainable_pi,
         "model/value_trainable_parameters": trainable_v,
         "train/policy_delta_norm": trainable_delta_norm(models.policy, before),
@@ -444,25 +449,14 @@ def _ptx_batches(cfg, tokenizer):
 
 
 def _reference_fingerprint(models) -> float:
-    """Sum of the reference's weights (the frozen base in lora mode): must not move."""
+    """Checksum of the reference's weights (the frozen base in lora mode): must not move."""
     with models.reference() as ref:
-        return float(sum(q.detach().double().sum() for n, q in ref.named_parameters() if "lora_" not in n))
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+        return params_checksum(ref, include=is_base_parameter)
 
 
 def _save_final(models, tokenizer, out_dir: Path) -> None:
     """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``."""
-    policy = models.policy
-    if models.mode == "lora":
-        policy.save_pretrained(str(out_dir / "final_adapter"))
-        tokenizer.save_pretrained(str(out_dir / "final_adapter"))
-        policy = policy.merge_and_unload()
-    policy.save_pretrained(str(out_dir / FINAL))
-    tokenizer.save_pretrained(str(out_dir / FINAL))
+    save_full_final(models.policy, tokenizer, out_dir, "lora" if models.mode == "lora" else "none")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from align.eval_metrics import read_history as parse_history
 from align.outputs import atomic_write_text
 from align.ppo.experience_maker import RewardSpec, reference_logprobs, score_rollout
 from align.ppo.models import PPOModels, response_logprobs
@@ -90,8 +91,7 @@ def read_history(stage_dir: Path, up_to_iteration: int | None = None) -> list[di
     path = Path(stage_dir) / HISTORY_FILE
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if up_to_iteration is None or r["iteration"] <= up_to_iteration]
+    return [r for r in parse_history(path) if up_to_iteration is None or r["iteration"] <= up_to_iteration]
 
 
 def truncate_history(stage_dir: Path, up_to_iteration: int) -> None:
