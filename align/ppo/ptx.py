@@ -36,14 +36,20 @@ class DemonstrationBatches:
     def __init__(self, rows: list[tuple[list[int], list[int]]], batch_size: int, pad_token_id: int, seed: int) -> None:
         self.rows, self.batch_size, self.pad, self.seed = rows, batch_size, pad_token_id, seed
         self.position = 0
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            self._order = (epoch, torch.randperm(len(self.rows), generator=gen))
+        return self._order[1]
 
     def next(self, device) -> tuple[Tensor, Tensor, Tensor]:
         """``input_ids``, ``attention_mask`` and ``labels`` (-100 off the assistant tokens), right-padded."""
         batch = []
         for _ in range(self.batch_size):
             epoch, index = divmod(self.position, len(self.rows))
-            order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch))
-            batch.append(self.rows[int(order[index])])
+            batch.append(self.rows[int(self._permutation(epoch)[index])])
             self.position += 1
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([i + [self.pad] * (width - len(i)) for i, _ in batch], device=device)
