@@ -22,6 +22,10 @@ Steps:
     5. The loop.
     6. Final comparison with SFT on the test prompts; save ``final/``; ``metrics.json``.
 
+Under DeepSpeed (``deepspeed=zero1|zero2|zero3``, ``make ppo NPROC=2 DS=zero3``) every process
+runs the loop on its ``1/N`` of each batch (``align/ppo/distributed.py``); ZeRO-3's ``final/``
+is consolidated from the shards, and only rank 0 goes on to the final comparison.
+
 Run: ``make ppo`` (after ``make rm``) or ``python stages/ppo.py [overrides]``.
 """
 
@@ -40,6 +44,7 @@ from omegaconf import DictConfig
 
 from align.adapters import save_full_final
 from align.config import begin_stage, open_tracker, to_plain
+from align.distributed import is_main_process, zero_stage, partition_report, whole_parameters, write_rank_report
 from align.data import load_prompts
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
@@ -52,12 +57,23 @@ from align.modeling import (
     trainable_delta_norm,
 )
 from align.outputs import write_metrics
-from align.ppo.checkpoint import load_latest, load_trainable_state, save_checkpoint, set_rng_state, trainable_state
+from align.ppo.checkpoint import (
+    load_engine_checkpoint,
+    load_latest,
+    load_trainable_state,
+    save_checkpoint,
+    save_engine_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
+from align.ppo.distributed import fill_config, local_batch_sizes, setup_data_parallel, wrap_frozen, wrap_trainable
 from align.ppo.experience_maker import RewardSpec, experience_rollout, make_experience
 from align.ppo.kl import make_kl_controller
 from align.ppo.models import MODES, load_ppo_models, logprobs_from_logits, response_logits, response_values, reward_suffix_ids
 from align.ppo.monitor import append_history, plot_history, policy_snapshot, read_history, truncate_history
 from align.ppo.rollout import decode_responses, generate_rollout
+from align.ppo.seeded_sampling import row_seed
+from align.ppo.steps import DeepSpeedSteps, LocalSteps
 from align.precision import precision_args
 from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
 from align.runtime import peak_rss_mb, release_free_memory
@@ -73,8 +89,16 @@ def run(cfg: DictConfig) -> float:
     policy_path = resolve_full_model_path(cfg.model.name_or_path)
     rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
     check_reward_gate(rm_path, p.allow_failed_rm)
+    ds_config = to_plain(cfg.deepspeed.get("config")) or None
+    if zero_stage(ds_config) == 3 and p.mode == "lora":
+        raise ValueError("ppo.mode=lora cannot run under DeepSpeed ZeRO-3 (the reference is the policy's base with "
+                         "its adapter off, and adapters are saved from whole weights): use deepspeed=zero2 "
+                         "(or zero1) with ppo.mode=lora, or ppo.mode=full with zero3.")
+    dp = setup_data_parallel(ds_config)  # world 1 without DeepSpeed
+    local_rollout, local_mini, local_micro = local_batch_sizes(p.rollout_batch_size, p.mini_batch_size,
+                                                               p.micro_batch_size, dp.world)
     out_dir = begin_stage(cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda", dp.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     autocast = _autocast(cfg.precision, device)
 
     # 2. Tokenizer (the reward model must share it: scores are read on the policy's tokens) and prompts.
@@ -95,35 +119,52 @@ def run(cfg: DictConfig) -> float:
                              device=device)
     spec = RewardSpec(*_normalization(rm_path, cfg.reward_model.normalize), p.no_eos_penalty,
                       tokenizer.eos_token_id, tokenizer.pad_token_id, reward_suffix_ids(tokenizer))
-    opt_pi = torch.optim.AdamW(models.trainable("policy"), lr=p.policy_lr, eps=p.adam_eps, weight_decay=p.weight_decay)
-    opt_v = torch.optim.AdamW(models.trainable("value"), lr=p.value_lr, eps=p.adam_eps, weight_decay=p.weight_decay)
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
     schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
-    sched_pi, sched_v = (torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (opt_pi, opt_v))
     kl_ctl = make_kl_controller(p.kl.kind, **_kl_kwargs(p.kl))
     ptx = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else None
     trainable_pi, total_pi = count_parameters(models.policy)
     trainable_v, total_v = count_parameters(models.value)
     log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
 
-    before = snapshot_trainable(models.policy)  # the SFT weights (LoRA: zero deltas), also when resuming
+    before = snapshot_trainable(models.policy) if is_main_process() else {}  # SFT weights (LoRA: zero deltas)
     ref_before = _reference_fingerprint(models)
+    if dp.deepspeed:  # engines: policy and value sharded (ZeRO), the frozen models partitioned under ZeRO-3
+        engines = _deepspeed_engines(models, dp, cfg, schedule, local_micro, local_mini // local_micro, device)
+        steps = DeepSpeedSteps(engines, dp.world, local_mini // local_micro)
+        log.info("DeepSpeed ZeRO-%d on %d processes: per process %d rollouts, minibatch %d, micro-batch %d",
+                 dp.zero, dp.world, local_rollout, local_mini, local_micro)
+    else:
+        engines = {}
+        opts = {"policy": torch.optim.AdamW(models.trainable("policy"), lr=p.policy_lr, eps=p.adam_eps,
+                                            weight_decay=p.weight_decay),
+                "value": torch.optim.AdamW(models.trainable("value"), lr=p.value_lr, eps=p.adam_eps,
+                                           weight_decay=p.weight_decay)}
+        steps = LocalSteps(models, opts, {k: torch.optim.lr_scheduler.LambdaLR(o, schedule) for k, o in opts.items()},
+                           p.max_grad_norm)
 
     # 4. Resume.
     start_iter = 0
-    if cfg.resume and (state := load_latest(out_dir / "checkpoints")) is not None:
-        load_trainable_state(models.policy, state["policy"])
-        load_trainable_state(models.value, state["value"])
-        for obj, key in ((opt_pi, "opt_policy"), (opt_v, "opt_value"), (sched_pi, "sched_policy"),
-                         (sched_v, "sched_value"), (kl_ctl, "kl")):
-            obj.load_state_dict(state[key])
+    state = None
+    if cfg.resume:
+        state = load_engine_checkpoint(out_dir / "checkpoints", engines) if engines else load_latest(out_dir / "checkpoints")
+    if state is not None:
+        if ("policy" in state) == bool(engines):
+            raise ValueError(f"{out_dir / 'checkpoints'}: the newest checkpoint was written "
+                             f"{'without' if engines else 'under'} DeepSpeed; resume it the same way (deepspeed=...).")
+        if not engines:
+            load_trainable_state(models.policy, state["policy"])
+            load_trainable_state(models.value, state["value"])
+            steps.load_state_dict(state)
+            set_rng_state(state["rng"])
+        kl_ctl.load_state_dict(state["kl"])
         if ptx is not None:
             ptx.position = state["ptx_position"]
         start_iter = state["iteration"]
-        set_rng_state(state["rng"])
-        truncate_history(out_dir, start_iter)
+        if is_main_process():
+            truncate_history(out_dir, start_iter)
         log.info("resumed at iteration %d (beta %.4f)", start_iter, kl_ctl.value)
-    elif not cfg.resume:
+    elif not cfg.resume and is_main_process():
         truncate_history(out_dir, -1)
 
     # 5. The loop (a fresh run first records the SFT policy as iteration 0 of the monitor).
@@ -136,13 +177,16 @@ def run(cfg: DictConfig) -> float:
                                           cfg.generation.temperature, p.micro_batch_size, gold)
         row = {"iteration": iteration, "samples": iteration * p.rollout_batch_size,
                "ppo/kl_ref": stats.get("ppo/kl_ref", 0.0), **snap}
-        append_history(out_dir, row)
+        if is_main_process():
+            append_history(out_dir, row)
         stats.update(snap)
         tracker.log_table("samples", ["iteration", "prompt", "response"],
                           [[iteration, q, r] for q, r in zip(val_prompts, texts)][: cfg.eval.num_samples_logged])
         log.info("monitor @%d: %s", iteration, json.dumps({k: round(v, 4) for k, v in snap.items()}))
 
-    if cfg.eval.every and start_iter == 0:
+    # Every process joins the monitor under ZeRO-3 (each forward pass gathers weights); rank 0 alone otherwise.
+    monitoring = is_main_process() or dp.zero == 3
+    if cfg.eval.every and start_iter == 0 and monitoring:
         start_stats: dict[str, float] = {}
         monitor(0, start_stats)
         tracker.log(start_stats, step=0)
@@ -150,13 +194,19 @@ def run(cfg: DictConfig) -> float:
     last: dict[str, float] = {}
     for it in range(start_iter, p.total_iterations):
         t0 = time.perf_counter()
-        indices = _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)
+        positions = dp.share(list(range(p.rollout_batch_size)))  # this process's share of the batch
+        indices = [_prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)[k] for k in positions]
         batch = [train_ids[i] for i in indices]
+        seeds = [row_seed(cfg.seed, it, k) for k in positions] if cfg.generation.row_seeds else None
+        if dp.deepspeed:  # each process's sampling stream is a function of (seed, iteration, rank)
+            torch.manual_seed(row_seed(cfg.seed, it, p.rollout_batch_size + dp.rank))
         with autocast:
             rollout = generate_rollout(models.policy, batch, spec.eos_token_id, spec.pad_token_id,
-                                       cfg.generation.max_new_tokens, True, cfg.generation.temperature, cfg.generation.top_p)
+                                       cfg.generation.max_new_tokens, True, cfg.generation.temperature,
+                                       cfg.generation.top_p, row_seeds=seeds)
             exp, stats = make_experience(models, rollout, spec, kl_ctl.value, p.kl_estimator, p.gamma, p.lam,
-                                         p.whiten_advantages, cfg.generation.temperature, p.micro_batch_size)
+                                         p.whiten_advantages, cfg.generation.temperature, local_micro,
+                                         dp.sum if dp.world > 1 else None)
         if (it + 1) % cfg.log_every == 0:  # a few of this iteration's rollouts, as a W&B table
             k = cfg.eval.num_samples_logged
             texts = decode_responses(tokenizer, rollout.select(slice(0, k)))
@@ -166,7 +216,7 @@ def run(cfg: DictConfig) -> float:
         del rollout
         release_free_memory()  # glibc keeps freed pages: without this, memory grows every iteration
         t1 = time.perf_counter()
-        stats.update(_update(models, exp, (opt_pi, opt_v), (sched_pi, sched_v), cfg, it, autocast, ptx,
+        stats.update(_update(models, exp, steps, dp, cfg, it, autocast, ptx, (local_mini, local_micro),
                              train_policy=it >= p.critic_warmup_iterations))
         del exp
         release_free_memory()
@@ -176,26 +226,34 @@ def run(cfg: DictConfig) -> float:
         if device.type == "cuda":
             torch.cuda.empty_cache()  # generation and training must not keep each other's buffers
         stats.update({"timing/rollout": t1 - t0, "timing/update": t2 - t1, "rollout/samples": (it + 1) * p.rollout_batch_size,
-                      "ppo/lr": sched_pi.get_last_lr()[0]})
+                      "ppo/lr": steps.lr()})
         if it > start_iter or p.total_iterations - start_iter == 1:  # the first iteration warms up
             timed["samples"] += p.rollout_batch_size
             timed["seconds"] += t2 - t0
         if (it + 1) % cfg.log_every == 0 or it + 1 == p.total_iterations:
             log.info("iter %d/%d | %s", it + 1, p.total_iterations, " ".join(
                 f"{k.split('/')[-1]}={v:.4g}" for k, v in stats.items() if k.startswith(("ppo/", "rollout/score", "timing/"))))
-        if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations):
+        if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations) and monitoring:
             monitor(it + 1, stats)
         tracker.log(stats, step=it + 1)
         last = stats
         if cfg.checkpoint.every and (it + 1) % cfg.checkpoint.every == 0:
-            save_checkpoint(out_dir / "checkpoints", it + 1, {
-                "policy": trainable_state(models.policy), "value": trainable_state(models.value),
-                "opt_policy": opt_pi.state_dict(), "opt_value": opt_v.state_dict(),
-                "sched_policy": sched_pi.state_dict(), "sched_value": sched_v.state_dict(),
-                "kl": kl_ctl.state_dict(), "ptx_position": ptx.position if ptx is not None else 0,
-            }, keep=cfg.checkpoint.keep)
+            rest = {"kl": kl_ctl.state_dict(), "ptx_position": ptx.position if ptx is not None else 0}
+            if engines:
+                save_engine_checkpoint(out_dir / "checkpoints", it + 1, engines, rest, cfg.checkpoint.keep, dp)
+            else:
+                save_checkpoint(out_dir / "checkpoints", it + 1, {
+                    "policy": trainable_state(models.policy), "value": trainable_state(models.value),
+                    **steps.state_dict(), **rest}, keep=cfg.checkpoint.keep)
 
-    # 6. Final comparison with SFT on the test prompts, save, metrics.
+    # 6. Final comparison with SFT on the test prompts, save, metrics. Under DeepSpeed: each
+    #    process reports what it holds, ZeRO-3 gathers final/ from the shards, and only rank 0
+    #    goes on (with plain models reloaded from the folders under ZeRO-3).
+    reference_unchanged = _reference_fingerprint(models) == ref_before
+    if engines:
+        models = _finish_deepspeed(engines, models, dp, tokenizer, out_dir, policy_path, rm_path, device)
+        if models is None:  # not rank 0
+            return float("nan")
     metrics = {k: v for k, v in last.items() if not k.startswith("timing/")}
     metrics.update({
         "ppo/iterations": p.total_iterations,
@@ -205,7 +263,7 @@ def run(cfg: DictConfig) -> float:
         "model/policy_trainable_parameters": trainable_pi,
         "model/value_trainable_parameters": trainable_v,
         "train/policy_delta_norm": trainable_delta_norm(models.policy, before),
-        "train/reference_unchanged": _reference_fingerprint(models) == ref_before,
+        "train/reference_unchanged": reference_unchanged,
         "data/train_prompts": len(train_ids),
         "data/train_prompts_skipped_too_long": skipped,
     })
@@ -215,55 +273,66 @@ def run(cfg: DictConfig) -> float:
         with autocast:
             metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker))
     plot_history(out_dir, read_history(out_dir))
-    _save_final(models, tokenizer, out_dir)
+    if dp.zero != 3:  # ZeRO-3: final/ is already written, from the shards
+        _save_final(models, tokenizer, out_dir)
     write_metrics(out_dir, metrics)
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics.get("gold/win_rate_vs_sft", metrics.get("proxy/score_mean", float("nan")))
 
 
-def _update(models, exp, optimizers, schedulers, cfg, it, autocast, ptx, train_policy: bool) -> dict[str, float]:
-    """``ppo_epochs`` passes over shuffled minibatches; gradient accumulation over micro-batches."""
+def _update(models, exp, steps, dp, cfg, it, autocast, ptx, sizes, train_policy: bool) -> dict[str, float]:
+    """``ppo_epochs`` passes over shuffled minibatches; gradient accumulation over micro-batches.
+
+    Each micro-batch's losses are token means, weighted by its share of the minibatch's real
+    tokens (over every process): the minibatch's loss is the token mean over the whole minibatch,
+    whatever the micro-batch size or the number of processes. ``sizes``: this process's
+    minibatch and micro-batch sizes.
+    """
     p = cfg.ppo
+    mini, micro_size = sizes
     models.policy.train()
     models.value.train()
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + it)  # the shuffle is a function of (seed, it)
     sums: dict[str, float] = {}
     n_mb = 0
     for _ in range(p.ppo_epochs):
-        for mb in exp.minibatches(p.mini_batch_size, generator):
-            for start in range(0, len(mb), p.micro_batch_size):
-                micro = mb._map(lambda x, s=start: x[s : s + p.micro_batch_size]).trimmed()
-                stats = _micro_step(models, micro, cfg, len(micro) / len(mb), autocast, ptx, train_policy)
+        for mb in exp.minibatches(mini, generator):
+            tokens = float(dp.sum(mb.response_mask.sum().double()))
+            for start in range(0, len(mb), micro_size):
+                micro = mb._map(lambda x, s=start: x[s : s + micro_size]).trimmed()
+                share = float(micro.response_mask.sum()) / tokens
+                stats = _micro_step(models, micro, cfg, share, len(micro) / len(mb), autocast, ptx, train_policy, steps)
+                steps.micro_done()
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(micro) / len(mb)
-            for model, opt, sched in zip((models.policy, models.value), optimizers, schedulers):
-                torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], p.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                    sums[k] = sums.get(k, 0.0) + v * share
+            steps.minibatch_done()
             n_mb += 1
-    return {k: v / max(n_mb, 1) for k, v in sums.items()}
+    return {k: v / max(n_mb, 1) for k, v in dp.sum_stats(sums).items()}
 
 
-def _micro_step(models, micro, cfg, weight: float, autocast, ptx, train_policy: bool) -> dict[str, float]:
+def _micro_step(models, micro, cfg, share: float, rows: float, autocast, ptx, train_policy: bool, steps) -> dict[str, float]:
     """Forward and backward of one micro-batch; returns its statistics.
 
     The value model and the policy are separate networks with separate losses, so each loss is
     backpropagated on its own: only one model's activations are alive at a time (the peak is the
-    larger of the two, not their sum). ``weight`` is the micro-batch's share of its minibatch.
+    larger of the two, not their sum). ``share`` is the micro-batch's share of the minibatch's
+    real tokens (over all processes), ``rows`` its share of this process's minibatch rows (the
+    weight of its PPO-ptx batch, averaged over processes).
     """
     p = cfg.ppo
     view = experience_rollout(micro)
     mask = micro.response_mask
+    steps.before_forward("value")
     with autocast:
         values = response_values(models.value, view)
         v_loss, v_stats = ppo_value_loss(values, micro.values, micro.returns, mask, p.clip_range_value)
-    (p.vf_coef * v_loss * weight).backward()
+    steps.backward("value", p.vf_coef * v_loss * share * steps.scale)
     stats = {"ppo/value_loss": v_loss.item(), **{f"ppo/{k}": v.item() for k, v in v_stats.items()}}
     del values, v_loss
     if not train_policy:  # critic warm-up
         return stats
+    steps.before_forward("policy")
     with autocast:
         logits = response_logits(models.policy, view, cfg.generation.temperature)
         logprobs = logprobs_from_logits(logits, micro.responses)
@@ -273,7 +342,7 @@ def _micro_step(models, micro, cfg, weight: float, autocast, ptx, train_policy: 
                       **{f"ppo/{k}": v.item() for k, v in pg_stats.items()}})
         if p.entropy_coef:
             loss = loss - p.entropy_coef * entropy
-    (loss * weight).backward()
+    steps.backward("policy", loss * share * steps.scale, last=ptx is None)
     del logits, logprobs, loss, entropy
     if ptx is not None:
         from align.ppo.ptx import ptx_loss
@@ -281,7 +350,7 @@ def _micro_step(models, micro, cfg, weight: float, autocast, ptx, train_policy: 
         ids, attn, labels = ptx.next(micro.responses.device)
         with autocast:
             lp = ptx_loss(models.policy, ids, attn, labels)
-        (p.ptx_coef * lp * weight).backward()
+        steps.backward("policy", p.ptx_coef * lp * rows * steps.scale / steps.world)
         stats["ppo/ptx_loss"] = lp.item()
     return stats
 
@@ -363,8 +432,6 @@ def _validate(cfg) -> None:
         raise ValueError(f"on_too_long={cfg.on_too_long!r} is not one of error, skip.")
     if not cfg.generation.temperature > 0:
         raise ValueError("generation.temperature must be > 0 (PPO samples; greedy rollouts have no ratio).")
-    if cfg.deepspeed.get("config") is not None:
-        raise ValueError("The PPO loop does not run under DeepSpeed yet; use deepspeed=none.")
     precision_args(cfg.precision)  # refuses fp16 on CPU with a fix
 
 
@@ -449,9 +516,61 @@ def _ptx_batches(cfg, tokenizer):
 
 
 def _reference_fingerprint(models) -> float:
-    """Checksum of the reference's weights (the frozen base in lora mode): must not move."""
-    with models.reference() as ref:
+    """Checksum of the reference's weights (the frozen base in lora mode): must not move.
+    Under ZeRO-3 a collective (the shards are gathered on every process)."""
+    with models.reference() as ref, whole_parameters(ref):
         return params_checksum(ref, include=is_base_parameter)
+
+
+def _deepspeed_engines(models, dp, cfg, schedule, micro: int, accumulation: int, device) -> dict:
+    """Wrap the policy and value model in DeepSpeed engines (and partition the frozen models
+    under ZeRO-3); ``models`` then holds the engines' modules. Returns the engines by name."""
+    p = cfg.ppo
+    bf16 = device.type == "cuda" and precision_args(cfg.precision)["bf16"]
+    hidden = models.policy.config.hidden_size
+
+    def config(lr: float) -> dict:
+        return fill_config(dp.config, micro=micro, accumulation=accumulation, world=dp.world,
+                           max_grad_norm=p.max_grad_norm, hidden_size=hidden, bf16=bf16,
+                           optimizer={"lr": lr, "betas": [0.9, 0.999], "eps": p.adam_eps, "weight_decay": p.weight_decay})
+
+    engines = {
+        "policy": wrap_trainable(models.policy, config(p.policy_lr), p.policy_lr, p.adam_eps, p.weight_decay, schedule),
+        "value": wrap_trainable(models.value, config(p.value_lr), p.value_lr, p.adam_eps, p.weight_decay, schedule),
+    }
+    models.policy, models.value = engines["policy"].module, engines["value"].module
+    if models.mode == "full":
+        models.ref_model = wrap_frozen(models.ref_model, config(p.policy_lr))
+        models.reward_model = wrap_frozen(models.reward_model, config(p.policy_lr))
+    return engines
+
+
+def _finish_deepspeed(engines: dict, models, dp, tokenizer, out_dir: Path, policy_path: str, rm_path: str, device):
+    """End of a DeepSpeed run on every process: write this process's partition report; under
+    ZeRO-3 gather the policy's shards into ``final/`` (a normal Hugging Face folder) and give rank
+    0 plain models reloaded from the folders. Returns the models on rank 0, ``None`` elsewhere."""
+    report = {"rank": dp.rank, "world_size": dp.world, "zero_stage": dp.zero,
+              **{name: partition_report(engine) for name, engine in engines.items()}}
+    write_rank_report(out_dir, report)
+    if dp.zero == 3:
+        state = engines["policy"]._zero3_consolidated_16bit_state_dict()  # a collective; whole on rank 0
+        if is_main_process():
+            final = out_dir / "final"
+            models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(final)
+            log.info("ZeRO-3 policy consolidated into %s; reloading it as a plain model", final)
+    dp.barrier()
+    if not is_main_process():
+        return None
+    if dp.zero != 3:
+        return models
+    from transformers import AutoModelForCausalLM
+
+    from align.ppo.models import PPOModels, _frozen, load_reward_model
+
+    return PPOModels("full", _frozen(AutoModelForCausalLM.from_pretrained(out_dir / "final").to(device)), None,
+                     _frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
+                     load_reward_model(rm_path, tokenizer.pad_token_id, device))
 
 
 def _save_final(models, tokenizer, out_dir: Path) -> None:

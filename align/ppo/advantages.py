@@ -12,6 +12,8 @@ Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -100,7 +102,7 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     return torch.where(mask, whitened, 0.0)
 
 
-def whiten_advantages(advantages: Tensor, mask: Tensor) -> Tensor:
+def whiten_advantages(advantages: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Whiten advantages over the batch's real tokens: mean 0, variance 1, ``0`` at padding.
 
     Standard PPO (OpenAI baselines ``ppo2``; Huang et al. 2022, "37 implementation details", #7;
@@ -110,11 +112,22 @@ def whiten_advantages(advantages: Tensor, mask: Tensor) -> Tensor:
     Args:
         advantages: ``[B, T]`` from :func:`gae`.
         mask: ``[B, T]`` bool ``response_mask``.
+        reduce: Sums a tensor over the processes that share the batch (data parallelism): the
+            mean and variance are then those of the whole batch, not of this process's share.
 
     Returns:
         ``[B, T]`` whitened advantages.
     """
-    return masked_whiten(advantages, mask, shift_mean=True)
+    if reduce is None:
+        return masked_whiten(advantages, mask, shift_mean=True)
+    x = torch.where(mask, _upcast(advantages), 0.0)
+    n = reduce(mask.sum().double())
+    if n < 2:
+        raise ValueError(f"whiten_advantages: {int(n)} real token in the batch; whitening needs at least 2.")
+    mean = reduce(x.sum().double()) / n
+    squares = reduce(torch.where(mask, (x - mean) ** 2, 0.0).sum().double())
+    var = squares / (n - 1)  # unbiased, as masked_var
+    return torch.where(mask, (x - mean.to(x.dtype)) * torch.rsqrt(var.to(x.dtype) + WHITEN_EPS), 0.0)
 
 
 # ======================================================================================

@@ -86,3 +86,47 @@ def load_latest(checkpoint_dir: Path) -> dict[str, Any] | None:
         return None
     log.info("resuming from %s", ckpts[-1])
     return torch.load(ckpts[-1] / "state.pt", weights_only=False)
+
+
+def save_engine_checkpoint(checkpoint_dir: Path, iteration: int, engines: dict, state: dict[str, Any], keep: int,
+                           dp) -> Path:
+    """Under DeepSpeed: ``iter_<n>/<engine name>/`` holds each engine's shards (every process
+    writes its own), and ``state.pt`` the rest of ``state``; a collective.
+
+    ``state.pt`` is written last, by rank 0, after every shard is on disk, and the folder is then
+    renamed: a checkpoint without it is incomplete and :func:`list_checkpoints` ignores it.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    final = checkpoint_dir / f"{PREFIX}{iteration}"
+    tmp = checkpoint_dir / f".tmp_{PREFIX}{iteration}"
+    main = dp.rank == 0
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dp.barrier()
+    for name, engine in engines.items():
+        engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
+    dp.barrier()
+    if main:
+        torch.save({**state, "iteration": iteration}, tmp / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in list_checkpoints(checkpoint_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dp.barrier()
+    return final
+
+
+def load_engine_checkpoint(checkpoint_dir: Path, engines: dict) -> dict[str, Any] | None:
+    """Restore each engine (weights, optimizer shards, schedule) from the newest complete
+    checkpoint and return its ``state.pt``; ``None`` when there is none. A collective."""
+    ckpts = list_checkpoints(checkpoint_dir)
+    if not ckpts:
+        log.warning("resume=true but no checkpoint in %s: starting fresh", checkpoint_dir)
+        return None
+    log.info("resuming from %s", ckpts[-1])
+    for name, engine in engines.items():
+        path, _ = engine.load_checkpoint(str(ckpts[-1]), tag=name)
+        if path is None:
+            raise ValueError(f"{ckpts[-1] / name}: no DeepSpeed checkpoint of the {name} model (saved without DeepSpeed?).")
+    return torch.load(ckpts[-1] / "state.pt", weights_only=False)

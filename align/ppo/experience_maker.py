@@ -72,8 +72,12 @@ def make_experience(
     whiten: bool,
     temperature: float,
     micro_batch_size: int,
+    reduce=None,
 ) -> tuple[Experience, dict[str, float]]:
     """Everything PPO needs about ``rollout``; and its statistics for logging.
+
+    ``reduce`` sums a tensor over the processes that share the batch (data parallelism): the
+    advantages are then whitened, and the statistics taken, over the whole batch.
 
     Returns:
         The experience; and ``rollout/score_mean`` (normalized RM score before the no-EOS
@@ -93,18 +97,25 @@ def make_experience(
     mask = rollout.response_mask
     rewards, kl = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, kl_estimator)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
+    def mean(x: Tensor, where: Tensor | None = None) -> float:  # over the whole batch (every process)
+        if reduce is None:
+            return (x.float().mean() if where is None else masked_mean(x, where)).item()
+        where = torch.ones_like(x, dtype=torch.bool) if where is None else where
+        total = reduce(torch.where(where, x.double(), 0.0).sum())
+        return float(total / reduce(where.sum().double()))
+
     stats = {
-        "rollout/score_mean": raw_scores.mean().item(),
-        "rollout/score_penalized_mean": scores.mean().item(),
-        "ppo/kl_ref": kl.sum(1).mean().item(),
-        "rollout/response_len": mask.sum(1).float().mean().item(),
-        "rollout/no_eos_frac": (~rollout.ended).float().mean().item(),
-        "ppo/value_mean": masked_mean(values, mask).item(),
-        "ppo/return_mean": masked_mean(returns, mask).item(),
-        "ppo/advantage_mean": masked_mean(advantages, mask).item(),
+        "rollout/score_mean": mean(raw_scores),
+        "rollout/score_penalized_mean": mean(scores),
+        "ppo/kl_ref": mean(kl.sum(1)),
+        "rollout/response_len": mean(mask.sum(1).float()),
+        "rollout/no_eos_frac": mean((~rollout.ended).float()),
+        "ppo/value_mean": mean(values, mask),
+        "ppo/return_mean": mean(returns, mask),
+        "ppo/advantage_mean": mean(advantages, mask),
     }
     if whiten:
-        advantages = whiten_advantages(advantages, mask)
+        advantages = whiten_advantages(advantages, mask, reduce)
     models.policy.train(was[0])
     models.value.train(was[1])
     exp = Experience(

@@ -86,7 +86,7 @@ def load_ppo_models(
         dtype: Weight dtype.
         device: Where the models live.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM
 
     if mode not in MODES:
         raise ValueError(f"ppo.mode={mode!r} is not one of {', '.join(MODES)}.")
@@ -95,9 +95,7 @@ def load_ppo_models(
         return AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype).to(device)
 
     def scalar_model():
-        model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1, dtype=dtype).to(device)
-        model.config.pad_token_id = pad_token_id
-        return model
+        return load_reward_model(reward_path, pad_token_id, device, dtype)
 
     if mode == "full":
         ref_model, reward_model = _frozen(causal_lm()), _frozen(scalar_model())
@@ -110,6 +108,16 @@ def load_ppo_models(
     # head starts as the reward head, and disabling the adapter gives back the reward model.
     value = get_peft_model(scalar_model(), LoraConfig(**{**(value_lora or {}), "task_type": "SEQ_CLS"}))
     return PPOModels("lora", policy, value)
+
+
+def load_reward_model(path: str, pad_token_id: int, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A scalar ``*ForSequenceClassification`` (one label) whose head pools the last non-pad token."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype).to(device)
+    model.config.pad_token_id = pad_token_id
+    return model
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:

@@ -103,12 +103,15 @@ def generate_rollout(
     do_sample: bool = True,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    row_seeds: list[int] | None = None,
 ) -> Rollout:
     """Sample (or greedily decode) one response per prompt in a single batched ``generate`` call.
 
     Sampling is from the full softmax at ``temperature`` (``top_k=0``), the distribution whose
     log-probabilities PPO's ratio uses; ``top_p < 1`` makes them disagree slightly (as in TRL).
-    Generation stops when every row has produced EOS.
+    Generation stops when every row has produced EOS. A model with ZeRO-3-partitioned parameters
+    generates in lock-step with the other processes (``synced_gpus``): each forward pass gathers
+    layer weights from every process, so a process whose rows have ended keeps taking part.
 
     Args:
         model: A causal LM (or PEFT model). Put into eval mode for the call, restored after.
@@ -119,22 +122,42 @@ def generate_rollout(
         do_sample: ``False`` for greedy decoding (evaluation).
         temperature: Sampling temperature.
         top_p: Nucleus threshold.
+        row_seeds: With ``do_sample``, one seed per prompt: each row's randomness is its own
+            (:mod:`align.ppo.seeded_sampling`), so the sample does not depend on the batch.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = left_pad(prompts, pad_token_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        if do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    )
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if do_sample and row_seeds is not None:
+        from transformers import LogitsProcessorList
+
+        from align.ppo.seeded_sampling import RowSeededGumbel
+
+        gumbel = RowSeededGumbel(row_seeds, temperature, top_p, prompt_ids.shape[1])
+        sampling = {**greedy, "logits_processor": LogitsProcessorList([gumbel])}  # argmax(logits/T + noise)
+    elif do_sample:
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    else:
+        sampling = greedy
     out = model.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True, **sampling,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True, synced_gpus=_lock_step(model),
+        **sampling,
     )
     model.train(was_training)
     return build_rollout(prompt_ids, prompt_mask, out[:, prompt_ids.shape[1]:], eos_token_id, pad_token_id)
+
+
+def _lock_step(model) -> bool:
+    """Whether generation must run in lock-step: ZeRO-3-partitioned weights and several processes."""
+    import torch.distributed as dist
+
+    from align.ppo.distributed import is_partitioned
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and is_partitioned(model)
 
 
 def decode_responses(tokenizer, rollout: Rollout) -> list[str]:

@@ -98,6 +98,7 @@ def test_ppo_options_ptx_warmup_fixed_kl_k3_linear(tiny_rm, tmp_path):
     (["ppo.micro_batch_size=8"], "micro_batch_size"),
     (["ppo.mode=half"], "ppo.mode='half'"),
     (["max_prompt_length=4"], r"row 1, field 'prompt'.*max_prompt_length=4"),
+    (["ppo.mode=lora", "deepspeed=zero3"], r"ppo.mode=lora cannot run under DeepSpeed ZeRO-3.*deepspeed=zero2"),
 ])
 def test_ppo_config_errors_are_clear(tiny_rm, tmp_path, bad, match):
     from stages.ppo import run

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO across 2 processes on CPU (gloo), for the Trainer-based stages SFT, RM and DPO.
+"""DeepSpeed ZeRO across 2 processes on CPU (gloo): the Trainer-based stages SFT, RM and DPO, and our PPO loop.
 
 Each 2-rank run is launched the way ``make <stage> NPROC=2 DS=<zero>`` launches it (torchrun),
 on the tiny run, and compared with a single-process run at the same global batch (8 = 2 x 4):
@@ -10,6 +10,7 @@ of the parameters under ZeRO-3.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -139,3 +140,78 @@ def test_dpo_two_ranks_zero3_match_one_process(tiny_prefs):
     # The frozen reference (partitioned by TRL under ZeRO-3) is gathered for its checksum: unchanged, and whole.
     assert m["ref/checksum_before"] == m["ref/checksum_after"]
     assert m["ref/checksum_before"] == pytest.approx(json.loads((one / "metrics.json").read_text())["ref/checksum_before"])
+
+
+# ---------------------------------------------------------------------------------------- PPO
+
+# One minibatch per iteration and one epoch, so the one-process run steps on exactly the batch the
+# two ranks split; per-row sampling seeds, so both sample the same responses.
+PPO = ["ppo.allow_failed_rm=true", "ppo.total_iterations=3", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=8",
+       "ppo.ppo_epochs=1", "ppo.ptx_coef=0", "generation.max_new_tokens=12", "generation.row_seeds=true",
+       "eval.every=2", "eval.num_prompts=8", "eval.num_test_prompts=8", "checkpoint.every=2", "logger=none"]
+PPO_COMPARED = ("rollout/score_mean", "rollout/response_len", "ppo/kl_ref", "ppo/value_loss", "ppo/value_mean",
+                "ppo/return_mean", "ppo/entropy", "ppo/kl_coef", "gold/score_mean", "sft/gold/score_mean",
+                "proxy/score_mean", "gold/win_rate_vs_sft", "train/policy_delta_norm")
+
+
+@pytest.fixture(scope="module")
+def ppo_reference(tiny_rm):
+    """One process, the whole batch of 8 in one micro-batch."""
+    out = tiny_rm["run_dir"] / "ds_ppo_1proc" / "ppo"
+    run_stage_cli("ppo", tiny_rm["common"] + PPO + ["ppo.micro_batch_size=8", f"output_dir={out}"])
+    return out
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_ppo_two_ranks_partition_and_match_one_process(tiny_rm, ppo_reference, zero):
+    out = tiny_rm["run_dir"] / f"ds_ppo_zero{zero}" / "ppo"
+    # Micro-batches of 2 per rank: 2 accumulation steps per optimizer step.
+    launch("ppo", tiny_rm["common"] + PPO + ["ppo.micro_batch_size=2", f"output_dir={out}", f"deepspeed=zero{zero}"])
+
+    # Policy and value model: each rank steps half of the optimizer state (and under ZeRO-3 holds
+    # half of the parameters).
+    reports = rank_reports(out)
+    for model in ("policy", "value"):
+        check_partition([r[model] for r in reports], zero)
+    # The same rollouts, losses, KL controller and monitor as one process on the whole batch.
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (ppo_reference, out))
+    for key in PPO_COMPARED:
+        assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
+    assert m2["train/policy_delta_norm"] > 0 and m2["train/reference_unchanged"] is True
+    h1, h2 = ([json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()] for d in (ppo_reference, out))
+    assert [r["iteration"] for r in h2] == [r["iteration"] for r in h1] == [0, 2, 3]
+    for key in ("gold/score_mean", "proxy/score_mean", "ppo/kl_ref"):  # greedy monitor responses: the same policy
+        assert [r[key] for r in h2] == pytest.approx([r[key] for r in h1], rel=1e-4, abs=1e-6), key
+    # final/ is a normal Hugging Face folder (ZeRO-3: gathered from the shards) with the weights
+    # the one-process run trained.
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    check_same_weights(final, AutoModelForCausalLM.from_pretrained(ppo_reference / "final"))
+    assert (out / "checkpoints" / "iter_2" / "policy").is_dir() and (out / "checkpoints" / "iter_2" / "state.pt").exists()
+    if zero == 3:
+        # Resuming from the sharded checkpoint at iteration 2 redoes iteration 3 exactly.
+        resumed = out.parent / "resumed"
+        shutil.copytree(out, resumed)
+        (resumed / "final" / "model.safetensors").unlink()
+        launch("ppo", tiny_rm["common"] + PPO + ["ppo.micro_batch_size=2", f"output_dir={resumed}",
+                                                 "deepspeed=zero3", "resume=true"])
+        assert "resumed at iteration 2" in (resumed / "ppo.log").read_text()
+        check_same_weights(AutoModelForCausalLM.from_pretrained(resumed / "final"), final, atol=1e-7)
+
+
+def test_ppo_lora_two_ranks_zero2_with_ptx(tiny_rm):
+    """ppo.mode=lora under ZeRO-2 with PPO-ptx (two loss terms, one engine backward) and several
+    minibatches: completes, and leaves a merged final/ and an adapter."""
+    out = tiny_rm["run_dir"] / "ds_ppo_lora_zero2" / "ppo"
+    launch("ppo", tiny_rm["common"] + PPO + ["ppo.mode=lora", "ppo.ptx_coef=0.5", "ppo.ptx_batch_size=2",
+                                             "ppo.total_iterations=2", "ppo.rollout_batch_size=16", "ppo.ppo_epochs=2",
+                                             "ppo.micro_batch_size=2", "checkpoint.every=0", f"output_dir={out}",
+                                             "deepspeed=zero2"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["ppo/ptx_loss"] > 0 and m["train/policy_delta_norm"] > 0 and m["train/reference_unchanged"] is True
+    for r in rank_reports(out):
+        assert r["policy"]["optimizer/trainable_total"] == m["model/policy_trainable_parameters"]  # the adapter only
+        assert r["policy"]["optimizer/local_fraction"] == pytest.approx(0.5, abs=0.02)
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    from peft import AutoPeftModelForCausalLM
+
+    assert AutoPeftModelForCausalLM.from_pretrained(out / "final_adapter") is not None
