@@ -9,8 +9,13 @@ Steps:
     2. Tokenizer and model: trained/built from config, or loaded with from_pretrained.
     3. Data: raw text documents, packed into blocks of ``data.block_size`` tokens.
     4. Train with ``transformers.Trainer`` (causal-LM loss on every token).
-    5. Save ``final/`` (model, tokenizer, generation config): a normal Hugging Face folder.
-    6. Evaluate validation loss/perplexity; write ``metrics.json``; return ``eval/loss``.
+    5. Evaluate validation loss/perplexity (every rank); save ``final/`` (model, tokenizer,
+       generation config): a normal Hugging Face folder. Under DeepSpeed ZeRO-3 it is gathered
+       from the shards, and only rank 0 goes on from here.
+    6. Write ``metrics.json``; return ``eval/loss``.
+
+Every rank trains the same tokenizer and builds the same model from the seed (deterministic),
+so ``make pretrain NPROC=2 DS=zero2`` needs no broadcast.
 
 Run: ``make pretrain`` or ``python stages/pretrain.py [overrides]``.
 """
@@ -28,6 +33,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
+from align.distributed import deepspeed_args, finish_training
 from align.data import load_text_dataset
 from align.modeling import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
 from align.outputs import FINAL, write_metrics
@@ -83,6 +89,7 @@ def run(cfg: DictConfig) -> float:
         report_to=tracker.report_to,
         seed=cfg.seed,
         **precision_args(cfg.precision),
+        **deepspeed_args(to_plain(cfg.deepspeed.config)),
         **to_plain(cfg.trainer),
     )
     trainer = Trainer(
@@ -97,14 +104,18 @@ def run(cfg: DictConfig) -> float:
     train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
     train_seconds = time.perf_counter() - start
 
-    # 5. Save a plain Hugging Face folder.
+    # 5. Evaluate (a collective under DeepSpeed), then save a plain Hugging Face folder: ZeRO-3
+    #    shards are gathered into final/ first; other ranks stop here.
+    eval_loss = trainer.evaluate()["eval_loss"]
     final_dir = out_dir / FINAL
-    trainer.save_model(str(final_dir))
+    trained = finish_training(trainer, final_dir, lambda path: load_causal_lm(path, cfg.model.dtype))
+    if trained is None:  # not rank 0
+        return float("nan")
+    trained.save_pretrained(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     log.info("saved %s", final_dir)
 
-    # 6. Evaluate and report.
-    eval_loss = trainer.evaluate()["eval_loss"]
+    # 6. Report.
     tokens_seen = train_out.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * cfg.data.block_size
     metrics = {
         "train/loss": train_out.training_loss,

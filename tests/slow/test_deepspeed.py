@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO across 2 processes on CPU (gloo): the Trainer-based stages SFT, RM and DPO, and our PPO loop.
+"""DeepSpeed ZeRO across 2 processes on CPU (gloo): the Trainer-based stages (pretrain, SFT, RM, DPO) and our PPO loop.
 
 Each 2-rank run is launched the way ``make <stage> NPROC=2 DS=<zero>`` launches it (torchrun),
 on the tiny run, and compared with a single-process run at the same global batch (8 = 2 x 4):
@@ -103,6 +103,28 @@ def test_sft_two_ranks_partition_and_match_one_process(tiny_run, sft_reference, 
     if zero == 3:
         runs = list((out / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, runs
+
+
+# ----------------------------------------------------------------------------------- pretrain
+
+PRETRAIN = ["model.arch.hidden_size=64", "model.arch.intermediate_size=128", "model.arch.num_hidden_layers=2",
+            "model.arch.num_attention_heads=4", "model.tokenizer.vocab_size=512", "data.limit=400", "data.block_size=64",
+            "trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=3", "trainer.warmup_steps=0",
+            "logger=none"]
+
+
+def test_pretrain_two_ranks_zero3_match_one_process(tiny_run):
+    """Every rank trains the same tokenizer and builds the same model; ZeRO-3 then trains it as one process would."""
+    one = tiny_run["run_dir"] / "ds_pretrain_1proc" / "pretrain"
+    two = tiny_run["run_dir"] / "ds_pretrain_zero3" / "pretrain"
+    run_stage_cli("pretrain", tiny_run["common"] + PRETRAIN + BATCH_1 + [f"output_dir={one}"])
+    launch("pretrain", tiny_run["common"] + PRETRAIN + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
+
+    check_partition(rank_reports(two), 3)
+    assert logged_losses(two) == pytest.approx(logged_losses(one), rel=1e-4)
+    check_same_weights(AutoModelForCausalLM.from_pretrained(two / "final"), AutoModelForCausalLM.from_pretrained(one / "final"))
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["eval/loss"] == pytest.approx(m1["eval/loss"], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------- RM and DPO (ZeRO-3)
