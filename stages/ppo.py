@@ -195,7 +195,8 @@ def run(cfg: DictConfig) -> float:
     for it in range(start_iter, p.total_iterations):
         t0 = time.perf_counter()
         positions = dp.share(list(range(p.rollout_batch_size)))  # this process's share of the batch
-        indices = [_prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)[k] for k in positions]
+        batch_indices = _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)
+        indices = [batch_indices[k] for k in positions]
         batch = [train_ids[i] for i in indices]
         seeds = [row_seed(cfg.seed, it, k) for k in positions] if cfg.generation.row_seeds else None
         if dp.deepspeed:  # each process's sampling stream is a function of (seed, iteration, rank)
