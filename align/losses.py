@@ -181,6 +181,38 @@ def reward_centering_loss(rewards: Tensor) -> Tensor:
     return _upcast(rewards).pow(2).mean()
 
 
+def response_lm_loss(logits: Tensor, input_ids: Tensor, target_mask: Tensor) -> Tensor:
+    """Next-token cross-entropy on the masked target tokens: an auxiliary language-modelling loss.
+
+    Position ``t`` predicts token ``t + 1``; ``target_mask[:, t]`` says whether token ``t`` is a
+    target (a response token). The mean is over all target tokens of the batch (SFT's convention).
+    The reward model uses it on the annotators' top-ranked responses to keep its backbone's
+    next-token knowledge while the head learns to rank (Yang et al. 2024, "Regularizing hidden
+    states enables learning generalizable reward model for LLMs": the SFT regulariser).
+
+    Args:
+        logits: ``[N, L, V]`` next-token logits.
+        input_ids: ``[N, L]`` token ids.
+        target_mask: ``[N, L]`` bool, True at the tokens to predict.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: On mismatched shapes, or when no token is a target.
+    """
+    if logits.shape[:2] != input_ids.shape or target_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"response_lm_loss: logits {tuple(logits.shape)}, input_ids {tuple(input_ids.shape)} and "
+            f"target_mask {tuple(target_mask.shape)} must agree on [N, L]."
+        )
+    targets = target_mask[:, 1:]
+    if not targets.any():
+        raise ValueError("response_lm_loss: no target token in the batch.")
+    pred = _upcast(logits[:, :-1][targets])
+    return F.cross_entropy(pred, input_ids[:, 1:][targets])
+
+
 # ======================================================================================
 # Helpers
 # ======================================================================================

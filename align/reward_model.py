@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, Trainer
 
 from align.data.preferences import RankedExample
-from align.losses import plackett_luce_loss, ranked_pairwise_loss, reward_centering_loss
+from align.losses import plackett_luce_loss, ranked_pairwise_loss, response_lm_loss, reward_centering_loss
 from align.modeling import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,44 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, dty
     return model
 
 
+def add_readout_layers(model, n: int):
+    """Append ``n`` decoder layers on top of the LM backbone, initialised as the identity.
+
+    A last-token head reads only what the backbone routes to the last position, and the LM's own
+    knowledge (its next-token prediction at each position) is complete only at the *top* of the
+    backbone, with no layer left to compare it with the response and carry the verdict to the end.
+    The new layers attend over the LM's final hidden states: their input norm starts as the
+    backbone's final norm (so they see exactly the LM's output features) and their output
+    projections start at zero (so the model is unchanged at initialisation). The result is still a
+    plain ``*ForSequenceClassification`` with ``num_hidden_layers + n`` layers: it saves, reloads
+    and scores like any other. Measured on the farm: it speeds up learning the prompt-response
+    checks (sentiment, facts), not the sums.
+
+    Raises:
+        ValueError: For a model without Llama-style ``layers``/``norm``/``o_proj``/``down_proj``.
+    """
+    if n <= 0:
+        return model
+    body = getattr(model, model.base_model_prefix)
+    layers, norm = getattr(body, "layers", None), getattr(body, "norm", None)
+    top = layers[-1] if layers else None
+    if top is None or norm is None or not hasattr(top.self_attn, "o_proj") or not hasattr(top.mlp, "down_proj"):
+        raise ValueError(f"rm.readout_layers needs a Llama-style decoder ({type(model).__name__} is not).")
+    config = model.config
+    for _ in range(n):
+        layer = type(top)(config, layer_idx=len(layers)).to(device=norm.weight.device, dtype=norm.weight.dtype)
+        with torch.no_grad():
+            layer.input_layernorm.weight.copy_(norm.weight)
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        layers.append(layer)
+    config.num_hidden_layers = len(layers)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [*config.layer_types, *[config.layer_types[-1]] * n]
+    log.info("added %d identity-initialised read-out layers (now %d)", n, len(layers))
+    return model
+
+
 def tokenize_response(
     tokenizer: PreTrainedTokenizerBase, prompt: list[dict], response: str, max_length: int | None
 ) -> tuple[list[int], bool]:
@@ -80,24 +118,42 @@ def tokenize_response(
 def tokenize_ranked(
     examples: list[RankedExample], tokenizer: PreTrainedTokenizerBase, max_length: int | None
 ) -> tuple[list[dict], int]:
-    """Rows ``{"input_ids": [K lists], "scores": [K]}`` for :class:`RankedCollator`; and how many
-    sequences were truncated."""
+    """Rows ``{"input_ids": [K lists], "scores": [K], "response_span": [K pairs]}`` for
+    :class:`RankedCollator`; and how many sequences were truncated. ``response_span`` is
+    ``[start, end)`` of each response's tokens: from the first token after the prompt (0 when
+    truncation cut into the prompt) up to and including its last EOS (the chat template's tokens
+    after EOS are no target for a language model)."""
     rows, truncated = [], 0
     for ex in examples:
-        ids = []
+        ids, spans = [], []
+        prefix = _prompt_prefix(tokenizer, ex.prompt)
         for response in ex.responses:
-            seq, cut = tokenize_response(tokenizer, ex.prompt, response, max_length)
+            full, _ = tokenize_response(tokenizer, ex.prompt, response, None)
+            seq = full[-max_length:] if max_length is not None else full
             ids.append(seq)
-            truncated += cut
-        rows.append({"input_ids": ids, "scores": list(ex.scores)})
+            eos = [i for i, t in enumerate(seq) if t == tokenizer.eos_token_id]
+            spans.append([max(0, len(prefix) - (len(full) - len(seq))), eos[-1] + 1 if eos else len(seq)])
+            truncated += len(seq) < len(full)
+        rows.append({"input_ids": ids, "scores": list(ex.scores), "response_span": spans})
     return rows, truncated
+
+
+def _prompt_prefix(tokenizer: PreTrainedTokenizerBase, prompt: list[dict]) -> list[int]:
+    """The tokens every response to ``prompt`` starts with (the common prefix of two answers)."""
+    a = tokenize_response(tokenizer, prompt, "a", None)[0]
+    b = tokenize_response(tokenizer, prompt, "b", None)[0]
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 class RankedCollator:
     """Batches ranked lists: all responses of all prompts flattened into one right-padded batch.
 
     Output: ``input_ids``/``attention_mask`` ``[N, L]`` (N = total responses), ``slots`` ``[N]``
-    (position of each response in the ``[B, K_max]`` grid), ``scores`` and ``mask`` ``[B, K_max]``.
+    (position of each response in the ``[B, K_max]`` grid), ``scores`` and ``mask`` ``[B, K_max]``;
+    with ``response_span`` in the rows also ``response_mask`` ``[N, L]`` (True at response tokens).
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -120,8 +176,13 @@ class RankedCollator:
         for i, s in enumerate(seqs):
             input_ids[i, : len(s)] = torch.tensor(s)
             attention_mask[i, : len(s)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "slots": torch.tensor(slots),
-                "scores": scores, "mask": mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "slots": torch.tensor(slots),
+                 "scores": scores, "mask": mask}
+        if all("response_span" in f for f in features):
+            span = torch.tensor([s for f in features for s in f["response_span"]]).view(-1, 2)
+            pos = torch.arange(width)[None, :]
+            batch["response_mask"] = (pos >= span[:, :1]) & (pos < span[:, 1:])
+        return batch
 
 
 class RankedRewardTrainer(Trainer):
@@ -130,20 +191,35 @@ class RankedRewardTrainer(Trainer):
     Args:
         loss_type: ``ranked`` (InstructGPT all-pairs, per-prompt weighting) or ``plackett_luce``.
         center_rewards_coefficient: Weight of the reward-centering term (None: off).
+        lm_coefficient: Weight of the auxiliary next-token loss on each list's top-ranked
+            responses (0 or None: off). The LM head is the tied input embedding, so the saved
+            model stays a plain sequence classifier.
+        lm_layers: How many of the backbone's layers are the LM's (the rest are read-out layers
+            from :func:`add_readout_layers`); the LM loss reads the output of the last of them,
+            through the final norm. None: all layers.
         *args, **kwargs: ``Trainer`` arguments.
     """
 
-    def __init__(self, *args, loss_type: str = "ranked", center_rewards_coefficient: float | None = None, **kwargs):
+    def __init__(self, *args, loss_type: str = "ranked", center_rewards_coefficient: float | None = None,
+                 lm_coefficient: float | None = None, lm_layers: int | None = None, **kwargs):
         if loss_type not in ("ranked", "plackett_luce"):
             raise ValueError(f"rm.loss={loss_type!r}: the ranked trainer takes 'ranked' or 'plackett_luce'.")
         super().__init__(*args, **kwargs)
         self.loss_type = loss_type
         self.center_rewards_coefficient = center_rewards_coefficient
+        self.lm_coefficient = lm_coefficient
+        self.lm_layers = lm_layers
+        if lm_coefficient and not getattr(self.model.config, "tie_word_embeddings", False):
+            raise ValueError("rm.lm_coefficient needs a model with tied input/output embeddings "
+                             "(the sequence classifier has no LM head of its own).")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         scores, mask, slots = inputs["scores"], inputs["mask"], inputs["slots"]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        flat = out.logits.squeeze(-1)  # [N]
+        if self.lm_coefficient:
+            flat, lm_loss = self._rewards_and_lm_loss(model, inputs)
+        else:
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            flat = out.logits.squeeze(-1)  # [N]
         rewards = flat.new_zeros(mask.numel()).index_put((slots,), flat).view_as(scores)  # [B, K_max]
         fn = ranked_pairwise_loss if self.loss_type == "ranked" else plackett_luce_loss
         loss = fn(rewards, scores, mask)
@@ -153,7 +229,33 @@ class RankedRewardTrainer(Trainer):
             # the margins the ranking loss is building. (2 * mean)^2 is TRL's term at K = 2.
             prompt_mean = (rewards * mask).sum(-1) / mask.sum(-1).clamp(min=1)
             loss = loss + self.center_rewards_coefficient * reward_centering_loss(2 * prompt_mean)
+        if self.lm_coefficient:
+            loss = loss + self.lm_coefficient * lm_loss
         return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def _rewards_and_lm_loss(self, model, inputs):
+        """One backbone pass: rewards ``[N]`` read at the last token (as the classifier does) and
+        the next-token loss on the response tokens of every list's top-ranked responses."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        ids, attn = inputs["input_ids"], inputs["attention_mask"]
+        body = getattr(base, base.base_model_prefix)
+        captured = []
+        hook = None
+        if self.lm_layers is not None and self.lm_layers < len(body.layers):
+            hook = body.layers[self.lm_layers - 1].register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            hidden = body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        finally:
+            if hook is not None:
+                hook.remove()
+        lm_hidden = body.norm(captured[0][0] if isinstance(captured[0], tuple) else captured[0]) if captured else hidden
+        last = attn.sum(-1) - 1  # right padding
+        flat = base.score(hidden[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)
+        scores, mask = inputs["scores"], inputs["mask"]
+        best = scores.masked_fill(~mask, float("-inf")).amax(-1, keepdim=True)
+        top = ((scores == best) & mask).flatten()[inputs["slots"]]  # [N]
+        logits = lm_hidden[top] @ base.get_input_embeddings().weight.T
+        return flat, response_lm_loss(logits, ids[top], inputs["response_mask"][top])
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:

@@ -9,7 +9,8 @@ left-truncated and counted, never silently dropped.
 Steps:
     1. Validate; seed, output folder, logging, tracker.
     2. Tokenizer and preference data (train and held-out).
-    3. Reward model: SFT weights + a new scalar head (full or PEFT).
+    3. Reward model: SFT weights + a new scalar head (full or PEFT), optionally with identity-
+       initialised read-out layers on top (``rm.readout_layers``).
     4. Train (ranked trainer, or TRL's RewardTrainer on pairs).
     5. Save ``final/`` with ``reward_normalization.json`` (under DeepSpeed, ZeRO-3 shards are
        gathered first, and only rank 0 goes on from here).
@@ -46,6 +47,7 @@ from align.reward_model import (
     LOSSES,
     RankedCollator,
     RankedRewardTrainer,
+    add_readout_layers,
     load_reward_model,
     resolve_full_model_path,
     save_normalization,
@@ -67,6 +69,7 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"rm.loss={cfg.rm.loss!r} is not one of {', '.join(LOSSES)}.")
     if cfg.peft.method not in RM_PEFT:
         raise ValueError(f"peft={cfg.peft.method} is not supported for reward models; use one of {', '.join(RM_PEFT)}.")
+    readout_layers = _readout_layers(cfg)
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
     check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     out_dir = begin_stage(cfg)
@@ -85,6 +88,8 @@ def run(cfg: DictConfig) -> float:
     quant = quantization_config(to_plain(cfg.peft.get("quantization")))
     extra = {"quantization_config": quant} if quant is not None else {}
     model = load_reward_model(base, tokenizer, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, **extra)
+    lm_layers = model.config.num_hidden_layers  # the LM's own layers; read-out layers go on top
+    model = add_readout_layers(model, readout_layers)
     peft_config = None
     if cfg.peft.method != "none":
         peft_config = instantiate(cfg.peft.config, task_type="SEQ_CLS", _convert_="all")
@@ -108,6 +113,7 @@ def run(cfg: DictConfig) -> float:
             model=model, args=TrainingArguments(remove_unused_columns=False, **common),
             train_dataset=Dataset.from_list(rows), data_collator=RankedCollator(tokenizer.pad_token_id),
             loss_type=cfg.rm.loss, center_rewards_coefficient=cfg.rm.center_rewards_coefficient,
+            lm_coefficient=cfg.rm.get("lm_coefficient"), lm_layers=lm_layers,
         )
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters, loss=%s, %d sequences truncated", trainable, total, cfg.rm.loss, n_truncated)
@@ -145,6 +151,7 @@ def run(cfg: DictConfig) -> float:
         "train/truncated_sequences": n_truncated,
         "model/parameters": total,
         "model/trainable_parameters": trainable,
+        "model/readout_layers": readout_layers,
         "model/loaded_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
@@ -157,6 +164,22 @@ def run(cfg: DictConfig) -> float:
     if not metrics["gate/passed"]:
         log.warning("RM gate FAILED: %s (PPO will refuse this model unless ppo.allow_failed_rm=true)", metrics["gate/failed"])
     return metrics.get("gold/accuracy", metrics["eval/accuracy"])
+
+
+def _readout_layers(cfg: DictConfig) -> int:
+    """How many read-out layers to add. They are new weights that train in full, so a PEFT run
+    (whose adapter is merged back into the SFT architecture) adds none, and says so. Also checks
+    that the LM loss is only asked of the ranked trainer."""
+    if cfg.rm.loss == "pairwise" and cfg.rm.get("lm_coefficient"):
+        raise ValueError("rm.lm_coefficient needs rm.loss=ranked or plackett_luce.")
+    n = int(cfg.rm.get("readout_layers") or 0)
+    if n < 0:
+        raise ValueError(f"rm.readout_layers={n} must be >= 0.")
+    if n and cfg.peft.method != "none":
+        log.warning("rm.readout_layers=%d is for full fine-tuning; peft=%s trains the SFT architecture "
+                    "without read-out layers.", n, cfg.peft.method)
+        return 0
+    return n
 
 
 def _pairwise_trainer(cfg, model, tokenizer, examples, common, peft_config):

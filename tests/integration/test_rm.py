@@ -41,7 +41,8 @@ def test_rm_cli_on_k4_ranked_prefs_writes_report_card_and_loads(tiny_rm):
 
 @pytest.mark.parametrize("loss,extra", [("pairwise", ["rm.margin=true", "rm.center_rewards_coefficient=0.01"]),
                                         ("plackett_luce", []), ("ranked", ["peft=lora"]),
-                                        ("ranked", ["peft=qlora"])])
+                                        ("ranked", ["peft=qlora"]),
+                                        ("ranked", ["rm.readout_layers=1", "rm.lm_coefficient=0.5"])])
 def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss, extra):
     from stages.rm import run
 
@@ -56,6 +57,10 @@ def test_rm_losses_and_lora_on_the_shipped_small_prefs(tiny_sft, tmp_path, loss,
     # final/ always reloads in plain transformers as a one-label reward model (LoRA: merged).
     rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "r" / "rm" / "final")
     assert rm.config.num_labels == 1
+    n_sft = AutoModelForSequenceClassification.from_pretrained(sft).config.num_hidden_layers
+    # Read-out layers (default 2) go on top of the SFT layers in full fine-tuning; PEFT adds none.
+    n_readout = 0 if any(e.startswith("peft=") for e in extra) else 1 if "rm.readout_layers=1" in extra else 2
+    assert rm.config.num_hidden_layers == n_sft + n_readout == n_sft + m["model/readout_layers"]
     if any(e.startswith("peft=") for e in extra):
         assert (tmp_path / "r" / "rm" / "final_adapter" / "adapter_config.json").exists()
     # QLoRA: the base really was 4-bit while training (and only then).
@@ -69,6 +74,10 @@ def test_rm_refuses_prompt_tuning_and_unknown_loss(tmp_path):
         run(compose_stage("rm", [f"paths.output_root={tmp_path}", "peft=prompt_tuning"]))
     with pytest.raises(ValueError, match="rm.loss"):
         run(compose_stage("rm", [f"paths.output_root={tmp_path}", "rm.loss=hinge"]))
+    with pytest.raises(ValueError, match="readout_layers"):
+        run(compose_stage("rm", [f"paths.output_root={tmp_path}", "rm.readout_layers=-1"]))
+    with pytest.raises(ValueError, match="rm.loss=ranked"):
+        run(compose_stage("rm", [f"paths.output_root={tmp_path}", "rm.loss=pairwise", "rm.lm_coefficient=1.0"]))
 
 
 def test_rm_from_an_adapter_without_merged_copy_says_how_to_fix(tmp_path):

@@ -231,3 +231,25 @@ def test_low_precision_rewards_are_upcast():
     c = torch.tensor([2.0, 0.0], dtype=torch.bfloat16)
     loss = pairwise_loss(c, torch.zeros(2, dtype=torch.bfloat16))
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(0.410038, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- auxiliary LM loss
+
+
+def test_response_lm_loss_hand_worked_and_masked():
+    from align.losses import response_lm_loss
+
+    # Vocabulary 2, logits 0 everywhere except position 1, which says log-odds 2 for token 1.
+    # Targets: token 2 only (predicted from position 1): -log softmax([0, 2])[1] = sp(2) = 0.126928.
+    logits = torch.zeros(1, 3, 2)
+    logits[0, 1, 1] = 2.0
+    ids = torch.tensor([[0, 0, 1]])
+    assert response_lm_loss(logits, ids, torch.tensor([[False, False, True]])).item() == pytest.approx(0.126928, abs=1e-6)
+    # Both tokens 1 and 2: mean of log 2 (position 0, uniform) and sp(2).
+    both = response_lm_loss(logits, ids, torch.tensor([[False, True, True]]))
+    assert both.item() == pytest.approx((LOG2 + 0.126928) / 2, abs=1e-6)
+    # The first token is never a target (nothing predicts it); an empty mask is an error, not a 0.
+    with pytest.raises(ValueError, match="no target"):
+        response_lm_loss(logits, ids, torch.tensor([[True, False, False]]))
+    with pytest.raises(ValueError, match="agree"):
+        response_lm_loss(logits, ids[:, :2], torch.tensor([[True, True]]))

@@ -51,3 +51,70 @@ def test_trainer_loss_is_the_ranked_loss_of_the_grid(tmp_path):
         r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
     torch.testing.assert_close(out["rewards"][0], r)
     torch.testing.assert_close(loss, ranked_pairwise_loss(r.view(1, 3), batch["scores"], batch["mask"]))
+
+
+def _tiny_llama_rm(layers=1):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    return LlamaForSequenceClassification(LlamaConfig(vocab_size=len(TOK), hidden_size=32, intermediate_size=64,
+                                                      num_hidden_layers=layers, num_attention_heads=4, num_labels=1,
+                                                      pad_token_id=TOK.pad_token_id, tie_word_embeddings=True))
+
+
+def test_response_mask_covers_the_response_up_to_its_eos():
+    ex = [RankedExample(PROMPT, ["7 plus 12 is 19.", "19"], [1.0, 0.0], "x")]
+    rows, _ = tokenize_ranked(ex, TOK, None)
+    batch = RankedCollator(TOK.pad_token_id)(rows)
+    for i, text in enumerate(["7 plus 12 is 19.", "19"]):
+        picked = batch["input_ids"][i][batch["response_mask"][i]].tolist()
+        assert picked[-1] == TOK.eos_token_id  # the EOS is a target; the template's "\n" after it is not
+        assert TOK.decode(picked[:-1]).strip() == text
+    # Left truncation into the prompt: the response span starts at 0 and still ends at the EOS.
+    rows, cut = tokenize_ranked(ex, TOK, 4)
+    assert cut == 2 and rows[0]["response_span"][0][0] == 0
+
+
+def test_readout_layers_start_as_identity_and_reload_plainly(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from align.reward_model import add_readout_layers
+
+    torch.manual_seed(0)
+    model = _tiny_llama_rm()
+    ids = torch.tensor([tokenize_response(TOK, PROMPT, "7 plus 12 is 19.", None)[0]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        add_readout_layers(model, 2)
+        after = model(input_ids=ids).logits
+    assert model.config.num_hidden_layers == 3
+    torch.testing.assert_close(after, before)  # zero output projections: unchanged at init
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert reloaded.config.num_hidden_layers == 3 and reloaded.config.num_labels == 1
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, after)
+
+
+def test_trainer_lm_coefficient_adds_the_lm_loss_of_the_top_responses_only(tmp_path):
+    from transformers import TrainingArguments
+
+    from align.losses import response_lm_loss
+    from align.reward_model import RankedRewardTrainer, add_readout_layers
+
+    torch.manual_seed(0)
+    model = _tiny_llama_rm()
+    ex = [RankedExample(PROMPT, ["7 plus 12 is 19.", "7 plus 12 is 18.", "19"], [2.0, 0.0, 1.0], "x")]
+    batch = RankedCollator(TOK.pad_token_id)(tokenize_ranked(ex, TOK, None)[0])
+    with torch.no_grad():  # the LM loss of response 0 (the only top-ranked one), with the tied embedding as head
+        h = model.model(input_ids=batch["input_ids"][:1]).last_hidden_state
+        lm = response_lm_loss(h @ model.model.embed_tokens.weight.T, batch["input_ids"][:1], batch["response_mask"][:1])
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    args = TrainingArguments(str(tmp_path), report_to=[], use_cpu=True)
+    trainer = RankedRewardTrainer(model=model, args=args, lm_coefficient=0.5, lm_layers=1)
+    loss, out = trainer.compute_loss(model, batch, return_outputs=True)
+    torch.testing.assert_close(out["rewards"][0], rewards)
+    torch.testing.assert_close(loss, ranked_pairwise_loss(rewards.view(1, 3), batch["scores"], batch["mask"]) + 0.5 * lm)
+    # With read-out layers on top, the LM loss still reads the LM's own (first) layer.
+    add_readout_layers(model, 1)
+    loss2 = RankedRewardTrainer(model=model, args=args, lm_coefficient=0.5, lm_layers=1).compute_loss(model, batch)
+    torch.testing.assert_close(loss2, loss)
