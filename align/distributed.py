@@ -133,7 +133,7 @@ def whole_parameters(module: torch.nn.Module):
     without ZeRO-3 nothing happens. A collective: every rank must enter it. It gathers the whole
     module at once, so use it for small reads (checksums), not on a model that fits no single rank.
     """
-    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]  # see is_partitioned
     if not params:
         yield module
         return
@@ -141,6 +141,11 @@ def whole_parameters(module: torch.nn.Module):
 
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         yield module
+
+
+def is_partitioned(module: torch.nn.Module) -> bool:
+    """True when ``module`` holds ZeRO-3-partitioned parameters (its forward passes are collectives)."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
 
 
 def partition_report(engine) -> dict:

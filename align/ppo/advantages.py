@@ -28,13 +28,18 @@ KL_ESTIMATORS = ("k1", "k3")
 # ======================================================================================
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+Reduce = Callable[[Tensor], Tensor]
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None, reduce: Reduce | None = None) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is ``True``.
 
     Args:
         x: Tensor of any shape.
         mask: Bool tensor of the same shape.
         dim: Reduce over this dimension only; ``None`` reduces over everything.
+        reduce: Sums a tensor over the processes that share the batch (data parallelism): the
+            mean is then the whole batch's, not this process's share's (``dim=None`` only).
 
     Returns:
         A scalar (``dim=None``) or ``x`` reduced over ``dim``. With ``dim`` given, a slice with no
@@ -46,20 +51,26 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """
     _check_mask("masked_mean", x, mask)
     values = torch.where(mask, _upcast(x), 0.0)
-    if dim is None:
-        if not mask.any():
-            raise ValueError("masked_mean: the mask selects no entry, so the mean is undefined.")
-        return values.sum() / mask.sum()
-    return values.sum(dim) / mask.sum(dim).clamp(min=1)
+    if dim is not None:
+        if reduce is not None:
+            raise ValueError("masked_mean: reduce (over processes) needs dim=None.")
+        return values.sum(dim) / mask.sum(dim).clamp(min=1)
+    total, count = values.sum(), mask.sum()
+    if reduce is not None:
+        total, count = reduce(total), reduce(count)
+    if not count:
+        raise ValueError("masked_mean: the mask selects no entry, so the mean is undefined.")
+    return total / count
 
 
-def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True, reduce: Reduce | None = None) -> Tensor:
     """Variance of ``x`` over the entries where ``mask`` is ``True``.
 
     Args:
         x: Tensor of any shape.
         mask: Bool tensor of the same shape.
         unbiased: Apply Bessel's correction ``n / (n - 1)``, as TRL's ``masked_var`` does.
+        reduce: As in :func:`masked_mean`: the whole batch's variance over processes.
 
     Returns:
         Scalar tensor.
@@ -67,10 +78,10 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     Raises:
         ValueError: If fewer than 2 entries are selected with ``unbiased=True`` (none otherwise).
     """
-    mean = masked_mean(x, mask)
-    var = masked_mean((_upcast(x) - mean) ** 2, mask)
+    mean = masked_mean(x, mask, reduce=reduce)
+    var = masked_mean((_upcast(x) - mean) ** 2, mask, reduce=reduce)
     if unbiased:
-        n = mask.sum()
+        n = mask.sum() if reduce is None else reduce(mask.sum())
         if n < 2:
             raise ValueError(
                 f"masked_var: the mask selects {int(n)} entry; the unbiased variance needs at least 2 "
@@ -80,7 +91,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, reduce: Reduce | None = None) -> Tensor:
     """Normalize ``x`` to unit variance (and zero mean) using statistics of the selected entries only.
 
     ``(x - mean) / sqrt(var + 1e-8)`` with the unbiased masked variance; with ``shift_mean=False``
@@ -91,18 +102,19 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
         x: ``[B, T]`` (or any shape).
         mask: Bool, same shape.
         shift_mean: Subtract the mean (``True``) or keep it (``False``).
+        reduce: As in :func:`masked_mean`: the whole batch's statistics over processes.
 
     Returns:
         Same shape as ``x``, ``0`` where ``mask`` is ``False``.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = masked_mean(x, mask, reduce=reduce), masked_var(x, mask, reduce=reduce)
     whitened = (_upcast(x) - mean) * torch.rsqrt(var + WHITEN_EPS)
     if not shift_mean:
         whitened = whitened + mean
     return torch.where(mask, whitened, 0.0)
 
 
-def whiten_advantages(advantages: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def whiten_advantages(advantages: Tensor, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
     """Whiten advantages over the batch's real tokens: mean 0, variance 1, ``0`` at padding.
 
     Standard PPO (OpenAI baselines ``ppo2``; Huang et al. 2022, "37 implementation details", #7;
@@ -118,16 +130,7 @@ def whiten_advantages(advantages: Tensor, mask: Tensor, reduce: Callable[[Tensor
     Returns:
         ``[B, T]`` whitened advantages.
     """
-    if reduce is None:
-        return masked_whiten(advantages, mask, shift_mean=True)
-    x = torch.where(mask, _upcast(advantages), 0.0)
-    n = reduce(mask.sum().double())
-    if n < 2:
-        raise ValueError(f"whiten_advantages: {int(n)} real token in the batch; whitening needs at least 2.")
-    mean = reduce(x.sum().double()) / n
-    squares = reduce(torch.where(mask, (x - mean) ** 2, 0.0).sum().double())
-    var = squares / (n - 1)  # unbiased, as masked_var
-    return torch.where(mask, (x - mean.to(x.dtype)) * torch.rsqrt(var.to(x.dtype) + WHITEN_EPS), 0.0)
+    return masked_whiten(advantages, mask, shift_mean=True, reduce=reduce)
 
 
 # ======================================================================================

@@ -191,8 +191,3 @@ def wrap_frozen(model: torch.nn.Module, config: dict) -> torch.nn.Module:
     engine, *_ = deepspeed.initialize(model=model, config=frozen)
     engine.eval()
     return engine.module
-
-
-def is_partitioned(model: torch.nn.Module) -> bool:
-    """True when ``model`` holds ZeRO-3-partitioned parameters (forward passes are collectives)."""
-    return any(hasattr(p, "ds_id") for p in model.parameters())

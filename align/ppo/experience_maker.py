@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from align.ppo.advantages import gae, kl_penalized_rewards, masked_mean, whiten_advantages
+from align.ppo.advantages import Reduce, gae, kl_penalized_rewards, masked_mean, whiten_advantages
 from align.ppo.experience import Experience
 from align.ppo.models import PPOModels, response_logprobs, response_values, sequence_scores
 from align.ppo.rollout import Rollout
@@ -72,7 +72,7 @@ def make_experience(
     whiten: bool,
     temperature: float,
     micro_batch_size: int,
-    reduce=None,
+    reduce: Reduce | None = None,
 ) -> tuple[Experience, dict[str, float]]:
     """Everything PPO needs about ``rollout``; and its statistics for logging.
 
@@ -98,11 +98,9 @@ def make_experience(
     rewards, kl = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, kl_estimator)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
     def mean(x: Tensor, where: Tensor | None = None) -> float:  # over the whole batch (every process)
-        if reduce is None:
-            return (x.float().mean() if where is None else masked_mean(x, where)).item()
-        where = torch.ones_like(x, dtype=torch.bool) if where is None else where
-        total = reduce(torch.where(where, x.double(), 0.0).sum())
-        return float(total / reduce(where.sum().double()))
+        if where is None and reduce is None:
+            return x.float().mean().item()
+        return masked_mean(x, torch.ones_like(x, dtype=torch.bool) if where is None else where, reduce=reduce).item()
 
     stats = {
         "rollout/score_mean": mean(raw_scores),

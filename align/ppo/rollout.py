@@ -155,7 +155,7 @@ def _lock_step(model) -> bool:
     """Whether generation must run in lock-step: ZeRO-3-partitioned weights and several processes."""
     import torch.distributed as dist
 
-    from align.ppo.distributed import is_partitioned
+    from align.distributed import is_partitioned
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and is_partitioned(model)
 

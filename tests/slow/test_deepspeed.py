@@ -63,6 +63,18 @@ def check_partition(reports: list[dict], zero: int) -> None:
     assert sum(r["optimizer/fp32_partition"] for r in reports) >= reports[0]["optimizer/trainable_total"]
 
 
+def one_and_two_ranks(run: dict, stage: str, overrides: list[str], zero: int = 3):
+    """``stage`` in one process (batch 8) and on 2 ranks (batch 4 each) under ZeRO-``zero``; checks
+    that the ranks split the model and log the one-process losses. Returns both stage folders."""
+    one = run["run_dir"] / f"ds_{stage}_1proc" / stage
+    two = run["run_dir"] / f"ds_{stage}_zero{zero}" / stage
+    run_stage_cli(stage, run["common"] + overrides + BATCH_1 + [f"output_dir={one}"])
+    launch(stage, run["common"] + overrides + BATCH_2 + [f"output_dir={two}", f"deepspeed=zero{zero}"])
+    check_partition(rank_reports(two), zero)
+    assert logged_losses(two) == pytest.approx(logged_losses(one), rel=1e-4)
+    return one, two
+
+
 def check_same_weights(model_a, model_b, atol: float = 1e-5) -> None:
     a, b = model_a.state_dict(), model_b.state_dict()
     assert a.keys() == b.keys()
@@ -115,13 +127,7 @@ PRETRAIN = ["model.arch.hidden_size=64", "model.arch.intermediate_size=128", "mo
 
 def test_pretrain_two_ranks_zero3_match_one_process(tiny_run):
     """Every rank trains the same tokenizer and builds the same model; ZeRO-3 then trains it as one process would."""
-    one = tiny_run["run_dir"] / "ds_pretrain_1proc" / "pretrain"
-    two = tiny_run["run_dir"] / "ds_pretrain_zero3" / "pretrain"
-    run_stage_cli("pretrain", tiny_run["common"] + PRETRAIN + BATCH_1 + [f"output_dir={one}"])
-    launch("pretrain", tiny_run["common"] + PRETRAIN + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
-
-    check_partition(rank_reports(two), 3)
-    assert logged_losses(two) == pytest.approx(logged_losses(one), rel=1e-4)
+    one, two = one_and_two_ranks(tiny_run, "pretrain", PRETRAIN)
     check_same_weights(AutoModelForCausalLM.from_pretrained(two / "final"), AutoModelForCausalLM.from_pretrained(one / "final"))
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert m2["eval/loss"] == pytest.approx(m1["eval/loss"], rel=1e-4)
@@ -131,14 +137,7 @@ def test_pretrain_two_ranks_zero3_match_one_process(tiny_run):
 
 
 def test_rm_two_ranks_zero3_match_one_process(tiny_prefs):
-    common = tiny_prefs["common"] + RM
-    one = tiny_prefs["run_dir"] / "ds_rm_1proc" / "rm"
-    two = tiny_prefs["run_dir"] / "ds_rm_zero3" / "rm"
-    run_stage_cli("rm", common + BATCH_1 + [f"output_dir={one}"])
-    launch("rm", common + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
-
-    check_partition(rank_reports(two), 3)
-    assert logged_losses(two) == pytest.approx(logged_losses(one), rel=1e-4)
+    one, two = one_and_two_ranks(tiny_prefs, "rm", RM)
     rm = AutoModelForSequenceClassification.from_pretrained(two / "final")
     assert rm.config.num_labels == 1 and (two / "final" / "reward_normalization.json").exists()
     check_same_weights(rm, AutoModelForSequenceClassification.from_pretrained(one / "final"))
@@ -147,16 +146,8 @@ def test_rm_two_ranks_zero3_match_one_process(tiny_prefs):
 
 
 def test_dpo_two_ranks_zero3_match_one_process(tiny_prefs):
-    common = tiny_prefs["common"] + DPO
-    one = tiny_prefs["run_dir"] / "ds_dpo_1proc" / "dpo"
-    two = tiny_prefs["run_dir"] / "ds_dpo_zero3" / "dpo"
-    run_stage_cli("dpo", common + BATCH_1 + [f"output_dir={one}"])
-    launch("dpo", common + BATCH_2 + [f"output_dir={two}", "deepspeed=zero3"])
-
-    check_partition(rank_reports(two), 3)
-    losses = logged_losses(two)
-    assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)  # policy == reference
-    assert losses == pytest.approx(logged_losses(one), rel=1e-4)
+    one, two = one_and_two_ranks(tiny_prefs, "dpo", DPO)
+    assert logged_losses(two)[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)  # policy == reference
     check_same_weights(AutoModelForCausalLM.from_pretrained(two / "final"), AutoModelForCausalLM.from_pretrained(one / "final"))
     m = json.loads((two / "metrics.json").read_text())
     # The frozen reference (partitioned by TRL under ZeRO-3) is gathered for its checksum: unchanged, and whole.

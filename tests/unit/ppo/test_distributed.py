@@ -45,6 +45,17 @@ def test_fill_config_resolves_every_auto_and_refuses_unknown_ones():
                     world=1, max_grad_norm=1.0, hidden_size=8, bf16=False)
 
 
+def test_masked_mean_over_processes_needs_the_whole_tensor():
+    from align.ppo.advantages import masked_mean
+
+    x, mask = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="reduce .over processes. needs dim=None"):
+        masked_mean(x, mask, dim=1, reduce=lambda t: t)
+    with pytest.raises(ValueError, match="selects no entry"):  # no real token on any process
+        masked_mean(x, torch.zeros_like(mask), reduce=lambda t: t * 2)
+    assert masked_mean(x * 3, mask, reduce=lambda t: t * 2).item() == 3.0  # sums and counts alike
+
+
 def test_one_process_is_a_no_op():
     dp = DataParallel()
     assert dp.share([1, 2, 3]) == [1, 2, 3] and not dp.deepspeed and dp.zero == 0
