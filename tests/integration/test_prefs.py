@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
+
 from align.data import load_preferences
 from align.farm import gold_score
+from tests.conftest import PREFS_FAST, run_stage_cli
 
 
 def test_prefs_cli_writes_ranked_lists_with_gold_and_noise_ceiling(tiny_prefs):
@@ -24,3 +27,26 @@ def test_prefs_cli_writes_ranked_lists_with_gold_and_noise_ceiling(tiny_prefs):
     # The reward model's loader reads the file as K-wise ranked lists.
     examples, report = load_preferences(str(stage / "train.jsonl"))
     assert report.format == "ranked" and len(examples) == metrics["prefs/train/prompts"]
+
+
+def test_prefs_passes_rank_every_prompt_again_with_fresh_candidates(tiny_sft, tmp_path):
+    # passes_train=2: each of the 8 prompts is ranked twice, from fresh samples and fresh labels.
+    out = tmp_path / "prefs_passes"
+    overrides = [o for o in PREFS_FAST if not o.startswith("prompts.num_")]
+    run_stage_cli("prefs", tiny_sft["common"] + overrides + [
+        "prompts.num_train=8", "prompts.num_validation=4", "prompts.passes_train=2", f"output_dir={out}"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prefs/train/prompts"] + metrics["prefs/train/all_tied_dropped"] == 16
+    assert metrics["prefs/validation/prompts"] + metrics["prefs/validation/all_tied_dropped"] == 4
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    by_prompt = {}
+    for row in rows:
+        by_prompt.setdefault(row["prompt"], []).append(row)
+    assert len(by_prompt) == 8 and max(len(v) for v in by_prompt.values()) == 2
+    twice = [v for v in by_prompt.values() if len(v) == 2]
+    assert any(a["responses"] != b["responses"] or a["scores"] != b["scores"] for a, b in twice)
+
+
+def test_prefs_refuses_zero_passes(tiny_sft, tmp_path):
+    with pytest.raises(AssertionError, match="passes_train=0 must be >= 1"):
+        run_stage_cli("prefs", tiny_sft["common"] + PREFS_FAST + ["prompts.passes_train=0", f"output_dir={tmp_path / 'p0'}"])
