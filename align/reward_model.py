@@ -116,25 +116,31 @@ def tokenize_response(
 
 
 def tokenize_ranked(
-    examples: list[RankedExample], tokenizer: PreTrainedTokenizerBase, max_length: int | None
+    examples: list[RankedExample], tokenizer: PreTrainedTokenizerBase, max_length: int | None,
+    response_spans: bool = False,
 ) -> tuple[list[dict], int]:
-    """Rows ``{"input_ids": [K lists], "scores": [K], "response_span": [K pairs]}`` for
-    :class:`RankedCollator`; and how many sequences were truncated. ``response_span`` is
-    ``[start, end)`` of each response's tokens: from the first token after the prompt (0 when
-    truncation cut into the prompt) up to and including its last EOS (the chat template's tokens
-    after EOS are no target for a language model)."""
+    """Rows ``{"input_ids": [K lists], "scores": [K]}`` for :class:`RankedCollator`; and how many
+    sequences were truncated.
+
+    With ``response_spans`` (what the auxiliary LM loss needs, ``rm.lm_coefficient``) each row
+    also gets ``"response_span": [K pairs]``: ``[start, end)`` of each response's tokens, from the
+    first token after the prompt (0 when truncation cut into the prompt) up to and including its
+    last EOS (the chat template's tokens after EOS are no target for a language model)."""
     rows, truncated = [], 0
     for ex in examples:
         ids, spans = [], []
-        prefix = _prompt_prefix(tokenizer, ex.prompt)
+        prefix = _prompt_prefix(tokenizer, ex.prompt) if response_spans else None
         for response in ex.responses:
-            full, _ = tokenize_response(tokenizer, ex.prompt, response, None)
-            seq = full[-max_length:] if max_length is not None else full
+            seq, cut = tokenize_response(tokenizer, ex.prompt, response, max_length)
             ids.append(seq)
-            eos = [i for i, t in enumerate(seq) if t == tokenizer.eos_token_id]
-            spans.append([max(0, len(prefix) - (len(full) - len(seq))), eos[-1] + 1 if eos else len(seq)])
-            truncated += len(seq) < len(full)
-        rows.append({"input_ids": ids, "scores": list(ex.scores), "response_span": spans})
+            truncated += cut
+            if prefix is not None:
+                dropped = len(tokenize_response(tokenizer, ex.prompt, response, None)[0]) - len(seq) if cut else 0
+                eos = [i for i, t in enumerate(seq) if t == tokenizer.eos_token_id]
+                spans.append([max(0, len(prefix) - dropped), eos[-1] + 1 if eos else len(seq)])
+        rows.append({"input_ids": ids, "scores": list(ex.scores)})
+        if prefix is not None:
+            rows[-1]["response_span"] = spans
     return rows, truncated
 
 
@@ -216,6 +222,9 @@ class RankedRewardTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         scores, mask, slots = inputs["scores"], inputs["mask"], inputs["slots"]
         if self.lm_coefficient:
+            if "response_mask" not in inputs:
+                raise ValueError("rm.lm_coefficient needs each row's response span: tokenize the lists with "
+                                 "tokenize_ranked(..., response_spans=True).")
             flat, lm_loss = self._rewards_and_lm_loss(model, inputs)
         else:
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)

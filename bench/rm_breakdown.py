@@ -14,7 +14,6 @@ set" figures of docs/implementation_details.md item 22c.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from align.farm import parse_task
+from align.farm.annotators import strict_pairs
 from align.farm.gold import gold_details
 from align.reward_model import score_responses
 
@@ -43,10 +43,7 @@ def breakdown(model_dir: str, rows: list[dict]) -> dict[str, list[int]]:
             family = parse_task(row["prompt"]).family
             rewards = score_responses(model, tokenizer, [{"role": "user", "content": row["prompt"]}], row["responses"])
             details = [gold_details(row["prompt"], r) for r in row["responses"]]
-            for i, j in itertools.combinations(range(len(rewards)), 2):
-                if details[i]["score"] == details[j]["score"]:
-                    continue
-                hi, lo = (i, j) if details[i]["score"] > details[j]["score"] else (j, i)
+            for hi, lo in strict_pairs([d["score"] for d in details]):
                 right = int(rewards[hi] > rewards[lo])
                 what = _difference(details[hi], details[lo])
                 for key in ("all", family, what, f"{family}:{what}"):

@@ -46,9 +46,10 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"prefs k={cfg.k}: ranked lists hold 2 to 9 responses.")
     if not 0 <= cfg.num_policy_samples <= cfg.k:
         raise ValueError(f"num_policy_samples={cfg.num_policy_samples} must be between 0 and k={cfg.k}.")
-    for split in ("train", "validation"):
-        if int(cfg.prompts.get(f"passes_{split}", 1)) < 1:
-            raise ValueError(f"prompts.passes_{split}={cfg.prompts.get(f'passes_{split}')} must be >= 1.")
+    passes = {split: int(cfg.prompts.get(f"passes_{split}", 1)) for split in ("train", "validation")}
+    for split, n in passes.items():
+        if n < 1:
+            raise ValueError(f"prompts.passes_{split}={n} must be >= 1.")
     out_dir = begin_stage(cfg)
     tracker = open_tracker(cfg, out_dir)
     tracker.use_inputs(cfg.model.name_or_path, cfg.prompts.train, cfg.prompts.validation)
@@ -59,7 +60,7 @@ def run(cfg: DictConfig) -> float:
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):
         prompts = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
-        prompts = prompts * int(cfg.prompts.get(f"passes_{split}", 1))  # each pass: fresh samples and labels
+        prompts = prompts * passes[split]  # each pass: fresh samples and labels
 
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.
         samples: list[list[str]] = [[] for _ in prompts]

@@ -103,7 +103,8 @@ def run(cfg: DictConfig) -> float:
     if cfg.rm.loss == "pairwise":
         trainer, n_truncated, epoch_tokens = _pairwise_trainer(cfg, model, tokenizer, train_ex, common, peft_config)
     else:
-        rows, n_truncated = tokenize_ranked(train_ex, tokenizer, cfg.data.max_length)
+        rows, n_truncated = tokenize_ranked(train_ex, tokenizer, cfg.data.max_length,
+                                            response_spans=bool(cfg.rm.get("lm_coefficient")))
         epoch_tokens = sum(len(ids) for row in rows for ids in row["input_ids"])
         if peft_config is not None:
             from peft import get_peft_model

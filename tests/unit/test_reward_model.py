@@ -1,5 +1,6 @@
 """Reward-model pieces: truncation keeps the response, the ranked collator, and the trainer's loss."""
 
+import pytest
 import torch
 
 from align.data.preferences import RankedExample
@@ -23,7 +24,9 @@ def test_collator_flattens_lists_and_places_them_in_the_grid():
           RankedExample(PROMPT, ["a", "b"], [0.0, 1.0], "y")]
     rows, truncated = tokenize_ranked(ex, TOK, None)
     assert truncated == 0
+    assert all("response_span" not in row for row in rows)  # spans only for the LM loss
     batch = RankedCollator(TOK.pad_token_id)(rows)
+    assert "response_mask" not in batch
     assert batch["input_ids"].shape[0] == 5  # 3 + 2 real sequences, no padded dummies
     assert batch["slots"].tolist() == [0, 1, 2, 3, 4]  # K_max = 3: prompt 1 fills slots 3, 4
     assert batch["mask"].tolist() == [[True, True, True], [True, True, False]]
@@ -63,15 +66,17 @@ def _tiny_llama_rm(layers=1):
 
 def test_response_mask_covers_the_response_up_to_its_eos():
     ex = [RankedExample(PROMPT, ["7 plus 12 is 19.", "19"], [1.0, 0.0], "x")]
-    rows, _ = tokenize_ranked(ex, TOK, None)
+    rows, _ = tokenize_ranked(ex, TOK, None, response_spans=True)
     batch = RankedCollator(TOK.pad_token_id)(rows)
     for i, text in enumerate(["7 plus 12 is 19.", "19"]):
         picked = batch["input_ids"][i][batch["response_mask"][i]].tolist()
         assert picked[-1] == TOK.eos_token_id  # the EOS is a target; the template's "\n" after it is not
         assert TOK.decode(picked[:-1]).strip() == text
     # Left truncation into the prompt: the response span starts at 0 and still ends at the EOS.
-    rows, cut = tokenize_ranked(ex, TOK, 4)
+    rows, cut = tokenize_ranked(ex, TOK, 4, response_spans=True)
     assert cut == 2 and rows[0]["response_span"][0][0] == 0
+    assert [ids for row in rows for ids in row["input_ids"]] == [ids for row in tokenize_ranked(ex, TOK, 4)[0]
+                                                                 for ids in row["input_ids"]]
 
 
 def test_readout_layers_start_as_identity_and_reload_plainly(tmp_path):
@@ -104,7 +109,7 @@ def test_trainer_lm_coefficient_adds_the_lm_loss_of_the_top_responses_only(tmp_p
     torch.manual_seed(0)
     model = _tiny_llama_rm()
     ex = [RankedExample(PROMPT, ["7 plus 12 is 19.", "7 plus 12 is 18.", "19"], [2.0, 0.0, 1.0], "x")]
-    batch = RankedCollator(TOK.pad_token_id)(tokenize_ranked(ex, TOK, None)[0])
+    batch = RankedCollator(TOK.pad_token_id)(tokenize_ranked(ex, TOK, None, response_spans=True)[0])
     with torch.no_grad():  # the LM loss of response 0 (the only top-ranked one), with the tied embedding as head
         h = model.model(input_ids=batch["input_ids"][:1]).last_hidden_state
         lm = response_lm_loss(h @ model.model.embed_tokens.weight.T, batch["input_ids"][:1], batch["response_mask"][:1])
@@ -118,3 +123,7 @@ def test_trainer_lm_coefficient_adds_the_lm_loss_of_the_top_responses_only(tmp_p
     add_readout_layers(model, 1)
     loss2 = RankedRewardTrainer(model=model, args=args, lm_coefficient=0.5, lm_layers=1).compute_loss(model, batch)
     torch.testing.assert_close(loss2, loss)
+    # Lists tokenized without spans cannot feed the LM loss: a clear error, not a KeyError.
+    plain = RankedCollator(TOK.pad_token_id)(tokenize_ranked(ex, TOK, None)[0])
+    with pytest.raises(ValueError, match="response_spans=True"):
+        RankedRewardTrainer(model=model, args=args, lm_coefficient=0.5, lm_layers=1).compute_loss(model, plain)
