@@ -86,7 +86,7 @@ def reliability_diagram(
         labels: ``[N]`` in ``{0, 1}``.
         path: where to write the PNG; parent folders are created.
         n_bins: number of equal-width bins.
-        title: the figure title; `` (ECE = ...)`` is appended.
+        title: the figure title; a second line ``ECE = ...`` is added.
 
     Returns:
         The path written.
@@ -109,7 +109,7 @@ def reliability_diagram(
             color="tab:blue", edgecolor="black", alpha=0.8, label="observed frequency")
     top.plot([conf[m].item() for m in filled], [freq[m].item() for m in filled], "o", color="tab:red",
              label="observed at mean predicted p")
-    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="fraction first preferred", title=f"{title} (ECE = {ece:.3f})")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="fraction first preferred", title=f"{title}\nECE = {ece:.3f}")
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centers, count.tolist(), width=width * 0.9, color="tab:gray", edgecolor="black")
     for m in filled:
