@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from align.farm.world import ANIMALS, ATTRIBUTES, NUMBERS, WORDS, fact_sentence
+from align.policy_eval import sequence_logprobs
 
 
 def _arithmetic(model, tokenizer, op: str) -> float:
@@ -35,20 +36,18 @@ def _arithmetic(model, tokenizer, op: str) -> float:
 
 
 def _top1(model, tokenizer, groups: list[tuple[list[str], int]]) -> float:
-    """Share of groups whose most likely candidate sentence is the true one."""
-    right = 0
-    for candidates, truth in groups:
-        enc = tokenizer(candidates, return_tensors="pt", padding=True)
-        logp = model(**enc).logits[:, :-1].log_softmax(-1)
-        ids, mask = enc["input_ids"][:, 1:], enc["attention_mask"][:, 1:]
-        scores = (logp.gather(-1, ids[..., None])[..., 0] * mask).sum(-1)
-        right += int(scores.argmax().item() == truth)
-    return right / len(groups)
+    """Share of groups whose most likely candidate sentence is the true one.
+
+    A sentence's score is its log-likelihood after its first token (``sequence_logprobs``, all
+    candidates of all groups in one batched pass)."""
+    ids = [tokenizer(c)["input_ids"] for candidates, _ in groups for c in candidates]
+    scores = sequence_logprobs(model, [s[:1] for s in ids], [s[1:] for s in ids], tokenizer.pad_token_id,
+                               batch_size=64, desc="candidates").split([len(c) for c, _ in groups])  # fmt: skip
+    return sum(int(s.argmax().item() == truth) for s, (_, truth) in zip(scores, groups)) / len(groups)
 
 
 def knowledge(model_dir: str) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "right"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     letters = string.ascii_lowercase
     out = {}

@@ -54,7 +54,6 @@ def test_backbone_knowledge_top1_picks_the_most_likely_candidate():
     from align.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["The owl is red. The owl is blue."] * 20, vocab_size=300)
-    tokenizer.padding_side = "right"
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=1, num_attention_heads=2)).eval()  # fmt: skip
     same = ["The owl is red.", "The owl is red."]  # equal scores: argmax is the first
