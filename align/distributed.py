@@ -6,7 +6,7 @@ consolidates a ZeRO-3 model into ``final/`` and hands rank 0 a plain model to sa
 (other ranks stop there). :func:`is_main_process` gates files and trackers everywhere else.
 
 CPU gotchas seen with transformers 5.2x / accelerate 1.1x / DeepSpeed 0.19 (handled here or in
-:mod:`align.precision`, so users never meet them):
+:mod:`align.models.precision`, so users never meet them):
 
 * ``use_cpu=True`` is required (``precision_args`` sets it without CUDA): without it every
   launcher fails DeepSpeed's train-batch-size assertion, and plain DDP runs N lone processes.

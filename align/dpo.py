@@ -44,7 +44,7 @@ from trl import DPOTrainer
 
 from align.data.pairs import PAIR_RULES, to_pairs
 from align.data.preferences import RankedExample
-from align.reward_model import tokenize_response
+from align.rm.model import tokenize_response
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +207,13 @@ def sequence_kl(policy, reference, tokenizer: PreTrainedTokenizerBase, prompts: 
     ``KL = E_{y ~ pi}[sum_t log pi(y_t | .) - log ref(y_t | .)]``, the quantity DPO's beta
     regularises (Rafailov et al. 2023, eq. 3). One sample per prompt at temperature 1 from the full
     softmax, scored by teacher forcing on the sampled ids: the eval stage's estimator
-    (:func:`align.policy_eval.sample_responses`, :func:`align.eval_metrics.sequence_kl`).
+    (:func:`align.eval.policy.sample_responses`, :func:`align.eval.metrics.sequence_kl`).
 
     Returns:
         ``kl/ref_mean`` and ``kl/ref_sem`` (nats per sequence), ``kl/response_len``.
     """
-    from align.eval_metrics import sequence_kl as mean_and_sem
-    from align.policy_eval import sample_responses, sequence_logprobs
+    from align.eval.metrics import sequence_kl as mean_and_sem
+    from align.eval.policy import sample_responses, sequence_logprobs
 
     s = sample_responses(policy, tokenizer, prompts, max_new_tokens, batch_size, desc="kl: sample")
     pad = tokenizer.pad_token_id

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from align.masked import masked_mean, upcast
+
 # ======================================================================================
 # 1. Reward-model objectives
 # ======================================================================================
@@ -47,7 +49,7 @@ def pairwise_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, margin: Tens
         ValueError: If the shapes differ, are not 1-D, or the batch is empty.
     """
     _check_1d_pair("pairwise_loss", chosen_rewards, rejected_rewards)
-    diff = _upcast(chosen_rewards) - _upcast(rejected_rewards)
+    diff = upcast(chosen_rewards) - upcast(rejected_rewards)
     if margin is not None:
         if margin.shape != chosen_rewards.shape:
             raise ValueError(
@@ -94,7 +96,7 @@ def ranked_pair_accuracy(rewards: Tensor, scores: Tensor, mask: Tensor | None = 
     """Fraction of the pairs of :func:`ranked_pairwise_loss` that the rewards order correctly.
 
     Same pairs and the same per-prompt weighting as the loss; a reward tie counts 1/2, as in
-    :func:`align.reward_metrics.pairwise_accuracy`. For logging (no gradient).
+    :func:`align.rm.metrics.pairwise_accuracy`. For logging (no gradient).
 
     Args:
         rewards: ``[B, K]``.
@@ -178,7 +180,7 @@ def reward_centering_loss(rewards: Tensor) -> Tensor:
     """
     if rewards.numel() == 0:
         raise ValueError("reward_centering_loss: got an empty rewards tensor.")
-    return _upcast(rewards).pow(2).mean()
+    return upcast(rewards).pow(2).mean()
 
 
 def response_lm_loss(logits: Tensor, input_ids: Tensor, target_mask: Tensor) -> Tensor:
@@ -209,18 +211,13 @@ def response_lm_loss(logits: Tensor, input_ids: Tensor, target_mask: Tensor) -> 
     targets = target_mask[:, 1:]
     if not targets.any():
         raise ValueError("response_lm_loss: no target token in the batch.")
-    pred = _upcast(logits[:, :-1][targets])
+    pred = upcast(logits[:, :-1][targets])
     return F.cross_entropy(pred, input_ids[:, 1:][targets])
 
 
 # ======================================================================================
 # Helpers
 # ======================================================================================
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """Compute losses in at least fp32: a bf16 logsigmoid keeps under 3 significant digits."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _check_1d_pair(name: str, a: Tensor, b: Tensor) -> None:
@@ -252,7 +249,7 @@ def _ranked_pairs(name: str, rewards: Tensor, scores: Tensor, mask: Tensor | Non
         )
     if mask.shape != rewards.shape:
         raise ValueError(f"{name}: mask has shape {tuple(mask.shape)}, rewards {tuple(rewards.shape)}.")
-    r = torch.where(mask, _upcast(rewards), 0.0)
+    r = torch.where(mask, upcast(rewards), 0.0)
     pairs = (scores[:, :, None] > scores[:, None, :]) & mask[:, :, None] & mask[:, None, :]
     if not pairs.any():
         raise ValueError(
@@ -281,7 +278,6 @@ def _per_prompt_mean(sums: Tensor, counts: Tensor) -> Tensor:
 # receives exactly zero gradient whatever it holds (even ``nan``). Statistics come back as detached
 # scalar tensors (no host sync); the loop names them ``ppo/<key>``.
 
-from align.ppo.advantages import masked_mean  # noqa: E402  (the PPO section's own import, kept with it)
 
 
 def ppo_policy_loss(
@@ -319,8 +315,8 @@ def ppo_policy_loss(
     )
     if not clip_range > 0:
         raise ValueError(f"ppo_policy_loss: clip_range must be > 0, got {clip_range}.")
-    log_ratio = torch.where(response_mask, _upcast(logprobs) - _upcast(old_logprobs), 0.0)
-    adv = torch.where(response_mask, _upcast(advantages), 0.0)
+    log_ratio = torch.where(response_mask, upcast(logprobs) - upcast(old_logprobs), 0.0)
+    adv = torch.where(response_mask, upcast(advantages), 0.0)
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
@@ -363,9 +359,9 @@ def ppo_value_loss(
     _check_ppo_shapes("ppo_value_loss", response_mask, values=values, old_values=old_values, returns=returns)
     if not clip_range_value > 0:
         raise ValueError(f"ppo_value_loss: clip_range_value must be > 0, got {clip_range_value}.")
-    v = torch.where(response_mask, _upcast(values), 0.0)
-    v_old = torch.where(response_mask, _upcast(old_values), 0.0)
-    ret = torch.where(response_mask, _upcast(returns), 0.0)
+    v = torch.where(response_mask, upcast(values), 0.0)
+    v_old = torch.where(response_mask, upcast(old_values), 0.0)
+    ret = torch.where(response_mask, upcast(returns), 0.0)
     v_clipped = v_old + torch.clamp(v - v_old, -clip_range_value, clip_range_value)
     unclipped, clipped = (v - ret) ** 2, (v_clipped - ret) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), response_mask)
@@ -393,7 +389,7 @@ def masked_entropy_from_logits(logits: Tensor, response_mask: Tensor) -> Tensor:
             f"masked_entropy_from_logits: logits must be [B, T, V] matching response_mask [B, T]; got "
             f"{tuple(logits.shape)} and {tuple(response_mask.shape)}."
         )
-    z = _upcast(logits)
+    z = upcast(logits)
     entropy = torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
     return masked_mean(entropy, response_mask)
 

@@ -17,8 +17,8 @@ import string
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from align.eval.policy import sequence_logprobs
 from align.farm.world import ANIMALS, ATTRIBUTES, NUMBERS, WORDS, fact_sentence
-from align.policy_eval import sequence_logprobs
 
 
 def _arithmetic(model, tokenizer, op: str) -> float:

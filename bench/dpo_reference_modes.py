@@ -29,7 +29,7 @@ MODES = [("none", "copy"), ("none", "precomputed"), ("lora", "copy"), ("lora", "
 
 def build_wide_model(tokenizer_dir: Path, out: Path, hidden: int, layers: int) -> Path:
     sys.path.insert(0, str(REPO))
-    from align.modeling import build_tiny_llama, load_tokenizer
+    from align.models.loading import build_tiny_llama, load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir))
     model = build_tiny_llama(tok, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,

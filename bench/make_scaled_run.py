@@ -13,7 +13,6 @@ implementations then generate the full response length, the same work on both si
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,8 +33,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from align.modeling import build_tiny_llama, count_parameters, load_tokenizer
-    from align.reward_model import NORMALIZATION_FILE
+    from align.models.loading import build_tiny_llama, count_parameters, load_tokenizer
+    from align.rm.folder import write_normalization
 
     src = REPO / "outputs" / a.run / "sft" / "final"
     if not src.exists():
@@ -51,7 +50,7 @@ def main() -> None:
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(out / "rm" / "final")
     tok.save_pretrained(out / "rm" / "final")
-    (out / "rm" / "final" / NORMALIZATION_FILE).write_text(json.dumps({"mean": 0.0, "std": 1.0}) + "\n")
+    write_normalization(out / "rm" / "final", 0.0, 1.0)
     print(f"{out}: policy {count_parameters(model)[1] / 1e6:.1f}M parameters, reward model "
           f"{count_parameters(rm)[1] / 1e6:.1f}M (random weights, tokenizer of {src})")
 

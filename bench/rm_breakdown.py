@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from align.farm import parse_task
 from align.farm.annotators import strict_pairs
 from align.farm.gold import gold_details
-from align.reward_model import score_responses
+from align.rm.model import score_responses
 
 
 def _difference(better: dict, worse: dict) -> str:

@@ -28,8 +28,8 @@ def worker(model_dir: str, packing: bool, samples: int, batch_size: int) -> dict
     from trl import SFTConfig, SFTTrainer
 
     from align.data import load_sft_dataset
-    from align.modeling import load_causal_lm, load_tokenizer
-    from align.precision import precision_args
+    from align.models.loading import load_causal_lm, load_tokenizer
+    from align.models.precision import precision_args
 
     tok = load_tokenizer(model_dir)
     model = load_causal_lm(model_dir, "float32")
@@ -62,8 +62,8 @@ def worker(model_dir: str, packing: bool, samples: int, batch_size: int) -> dict
 
 def make_model(out: Path) -> str:
     """A default-sized tiny model (weights do not matter for throughput): tokenizer + Llama."""
-    from align.modeling import build_tiny_llama
-    from align.tokenizer import read_lines, train_tokenizer
+    from align.models.loading import build_tiny_llama
+    from align.models.tokenizer import read_lines, train_tokenizer
 
     tok = train_tokenizer(read_lines(REPO / "data/farm/corpus_train.txt"), vocab_size=1024)
     tok.model_max_length = 256

@@ -33,7 +33,6 @@ from omegaconf import DictConfig
 from transformers import AutoConfig
 from trl import DPOConfig
 
-from align.adapters import check_peft_choice, check_quantizable, quantization_config, save_full_final
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_preferences, load_prompts
@@ -48,20 +47,21 @@ from align.dpo import (
     sequence_kl,
     tokenize_pairs,
 )
-from align.evaluation import gold_metrics, gold_win_rate, sample_rows
+from align.eval.gold import gold_metrics, gold_win_rate, sample_rows
 from align.generation import generate_responses
-from align.modeling import (
+from align.models.adapters import check_peft_choice, check_quantizable, quantization_config, save_full_final
+from align.models.loading import (
     count_parameters,
     is_base_parameter,
     load_causal_lm,
     load_tokenizer,
     params_checksum,
+    resolve_full_model_path,
     snapshot_trainable,
     trainable_delta_norm,
 )
+from align.models.precision import precision_args
 from align.outputs import write_metrics
-from align.precision import precision_args
-from align.reward_model import resolve_full_model_path
 from align.runtime import peak_rss_mb
 
 log = logging.getLogger("align.dpo")

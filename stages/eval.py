@@ -33,8 +33,8 @@ from transformers import set_seed
 
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
-from align.eval_metrics import read_history
-from align.eval_plots import (
+from align.eval.metrics import read_history
+from align.eval.plots import (
     FRONTIER_PNG,
     OVEROPT_PNG,
     WIN_RATES_PNG,
@@ -43,12 +43,12 @@ from align.eval_plots import (
     overoptimization_plot,
     win_rate_plot,
 )
-from align.eval_report import table_rows, write_report
+from align.eval.policy import REFERENCE, best_of_n, evaluate_policy, find_policies, win_rates
+from align.eval.report import table_rows, write_report
 from align.farm import parse_task
-from align.modeling import load_causal_lm, load_tokenizer
+from align.models.loading import load_causal_lm, load_tokenizer, resolve_full_model_path
 from align.outputs import write_metrics
-from align.policy_eval import REFERENCE, RewardScorer, best_of_n, evaluate_policy, find_policies, win_rates
-from align.reward_model import resolve_full_model_path
+from align.rm.folder import RewardScorer
 
 log = logging.getLogger("align.eval")
 GOLD_MODES = ("auto", "farm", None)
@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> float:
              ", ".join(f"{n}={p}" for n, p in policies.items()), ", ".join(missing) or "none")
     scorer = None
     if cfg.reward_model and Path(cfg.reward_model).exists():
-        scorer = RewardScorer(cfg.reward_model, cfg.model.dtype, cfg.rm.max_length, cfg.rm.batch_size)
+        scorer = RewardScorer(cfg.reward_model, cfg.model.dtype, cfg.rm.max_length, cfg.rm.batch_size, cfg.rm.normalize)
     else:
         log.warning("no reward model at %s: no rm/* columns and no best-of-n", cfg.reward_model)
     tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)

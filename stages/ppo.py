@@ -42,20 +42,22 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from align.adapters import save_full_final
 from align.config import begin_stage, open_tracker, to_plain
-from align.distributed import is_main_process, zero_stage, partition_report, whole_parameters, write_rank_report
 from align.data import load_prompts
+from align.distributed import is_main_process, partition_report, whole_parameters, write_rank_report, zero_stage
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
-from align.modeling import (
+from align.models.adapters import save_full_final
+from align.models.loading import (
     count_parameters,
     is_base_parameter,
     load_tokenizer,
     params_checksum,
+    resolve_full_model_path,
     snapshot_trainable,
     trainable_delta_norm,
 )
+from align.models.precision import precision_args
 from align.outputs import write_metrics
 from align.ppo.checkpoint import (
     load_engine_checkpoint,
@@ -74,8 +76,7 @@ from align.ppo.monitor import append_history, plot_history, policy_snapshot, rea
 from align.ppo.rollout import decode_responses, generate_rollout
 from align.ppo.seeded_sampling import row_seed
 from align.ppo.steps import DeepSpeedSteps, LocalSteps
-from align.precision import precision_args
-from align.reward_model import NORMALIZATION_FILE, resolve_full_model_path
+from align.rm.folder import check_gate, load_reward_model, read_normalization
 from align.runtime import peak_rss_mb, release_free_memory
 
 log = logging.getLogger("align.ppo")
@@ -88,7 +89,7 @@ def run(cfg: DictConfig) -> float:
     _validate(cfg)
     policy_path = resolve_full_model_path(cfg.model.name_or_path)
     rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
-    check_reward_gate(rm_path, p.allow_failed_rm)
+    check_gate(rm_path, p.allow_failed_rm)
     ds_config = to_plain(cfg.deepspeed.get("config")) or None
     if zero_stage(ds_config) == 3 and p.mode == "lora":
         raise ValueError("ppo.mode=lora cannot run under DeepSpeed ZeRO-3 (the reference is the policy's base with "
@@ -117,7 +118,7 @@ def run(cfg: DictConfig) -> float:
     # 3. Models, optimizers, schedulers, KL controller.
     models = load_ppo_models(policy_path, rm_path, tokenizer.pad_token_id, p.mode, to_plain(p.lora), to_plain(p.lora),
                              device=device)
-    spec = RewardSpec(*_normalization(rm_path, cfg.reward_model.normalize), p.no_eos_penalty,
+    spec = RewardSpec(*read_normalization(rm_path, cfg.reward_model.normalize), p.no_eos_penalty,
                       tokenizer.eos_token_id, tokenizer.pad_token_id, reward_suffix_ids(tokenizer))
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
     schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
@@ -359,7 +360,7 @@ def _micro_step(models, micro, cfg, share: float, rows: float, autocast, ptx, tr
 @torch.no_grad()
 def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[str, float]:
     """PPO vs. SFT (the reference) on the test prompts: greedy gold score, win rate, proxy, KL."""
-    from align.evaluation import gold_metrics, gold_win_rate, sample_rows
+    from align.eval.gold import gold_metrics, gold_win_rate, sample_rows
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
@@ -391,25 +392,6 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
     for q, s, r in list(zip(prompts, sft_texts, ppo_texts))[:4]:
         log.info("sample | %s\n  sft: %s\n  ppo: %s", q, s, r)
     return out
-
-
-def check_reward_gate(rm_path: str, allow_failed: bool) -> None:
-    """Refuse a reward model whose stage recorded ``gate/passed: false``, unless overridden."""
-    metrics_file = Path(rm_path).parent / "metrics.json"
-    if not metrics_file.exists():
-        log.warning("no metrics.json beside %s: the reward model's quality gate is unknown", rm_path)
-        return
-    m = json.loads(metrics_file.read_text())
-    if m.get("gate/passed", True):
-        return
-    why = m.get("gate/failed", "see its metrics.json")
-    if not allow_failed:
-        raise ValueError(
-            f"The reward model {rm_path} failed its quality gate ({why}). PPO would optimize against a "
-            "reward it cannot trust. Improve the reward model, or pass ppo.allow_failed_rm=true "
-            "to train against it anyway."
-        )
-    log.warning("training against a reward model that failed its gate (%s): ppo.allow_failed_rm=true", why)
 
 
 def _validate(cfg) -> None:
@@ -471,19 +453,6 @@ def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     if key not in _PERMS:
         _PERMS[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     return _PERMS[key]
-
-
-def _normalization(rm_path: str, normalize: bool) -> tuple[float, float]:
-    path = Path(rm_path) / NORMALIZATION_FILE
-    if not normalize:
-        return 0.0, 1.0
-    if not path.exists():
-        raise ValueError(f"reward_model.normalize=true but {path} does not exist (stages/rm.py writes it); "
-                         "set reward_model.normalize=false to use raw scores.")
-    norm = json.loads(path.read_text())
-    if not norm["std"] > 0:
-        raise ValueError(f"{path}: std must be > 0, got {norm['std']}.")
-    return float(norm["mean"]), float(norm["std"])
 
 
 def _kl_kwargs(kl) -> dict:
@@ -567,11 +536,11 @@ def _finish_deepspeed(engines: dict, models, dp, tokenizer, out_dir: Path, polic
         return models
     from transformers import AutoModelForCausalLM
 
-    from align.ppo.models import PPOModels, _frozen, load_reward_model
+    from align.ppo.models import PPOModels, _frozen
 
     return PPOModels("full", _frozen(AutoModelForCausalLM.from_pretrained(out_dir / "final").to(device)), None,
                      _frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
-                     load_reward_model(rm_path, tokenizer.pad_token_id, device))
+                     load_reward_model(rm_path, tokenizer.pad_token_id, torch.float32, device))
 
 
 def _save_final(models, tokenizer, out_dir: Path) -> None:

@@ -33,7 +33,7 @@ from align.farm import gold_score
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
 from align.generation import generate_responses
-from align.modeling import load_causal_lm, load_tokenizer
+from align.models.loading import load_causal_lm, load_tokenizer
 from align.outputs import atomic_write_text, write_metrics
 
 log = logging.getLogger("align.prefs")

@@ -33,13 +33,13 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
-from align.distributed import deepspeed_args, finish_training
 from align.data import load_text_dataset
-from align.modeling import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
+from align.data.packing import pack_texts, separator_id
+from align.distributed import deepspeed_args, finish_training
+from align.models.loading import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
+from align.models.precision import precision_args
+from align.models.tokenizer import train_tokenizer
 from align.outputs import FINAL, write_metrics
-from align.packing import pack_texts, separator_id
-from align.precision import precision_args
-from align.tokenizer import train_tokenizer
 
 log = logging.getLogger("align.pretrain")
 

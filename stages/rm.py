@@ -34,29 +34,32 @@ from omegaconf import DictConfig
 from transformers import AutoConfig, TrainingArguments
 from trl import RewardConfig, RewardTrainer
 
-from align.adapters import check_peft_choice, check_quantizable, quantization_config
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import iter_rows, load_preferences, to_pairs
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
 from align.farm import gold_score
-from align.modeling import count_parameters, load_tokenizer, snapshot_trainable, trainable_delta_norm
+from align.models.adapters import check_peft_choice, check_quantizable, quantization_config
+from align.models.loading import (
+    count_parameters,
+    load_tokenizer,
+    resolve_full_model_path,
+    snapshot_trainable,
+    trainable_delta_norm,
+)
+from align.models.precision import precision_args
 from align.outputs import FINAL, write_metrics
-from align.precision import precision_args
-from align.reward_model import (
+from align.rm.folder import load_reward_model, save_reward_model, write_normalization
+from align.rm.model import (
     LOSSES,
     RankedCollator,
     RankedRewardTrainer,
     add_readout_layers,
-    load_reward_model,
-    resolve_full_model_path,
-    save_normalization,
-    save_reward_model,
     score_responses,
     tokenize_ranked,
     tokenize_response,
 )
-from align.reward_report import apply_gate, report_card
+from align.rm.report import apply_gate, report_card
 
 log = logging.getLogger("align.rm")
 RM_PEFT = ("none", "lora", "qlora", "ia3")
@@ -87,7 +90,7 @@ def run(cfg: DictConfig) -> float:
     check_quantizable(AutoConfig.from_pretrained(base), cfg.peft.method)
     quant = quantization_config(to_plain(cfg.peft.get("quantization")))
     extra = {"quantization_config": quant} if quant is not None else {}
-    model = load_reward_model(base, tokenizer, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, **extra)
+    model = load_reward_model(base, tokenizer.pad_token_id, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, **extra)
     lm_layers = model.config.num_hidden_layers  # the LM's own layers; read-out layers go on top
     model = add_readout_layers(model, readout_layers)
     peft_config = None
@@ -127,7 +130,7 @@ def run(cfg: DictConfig) -> float:
     #    final_adapter/. The report card scores with the saved (merged) model. ZeRO-3 shards are
     #    gathered into final/ first; other ranks stop here.
     final_dir = out_dir / FINAL
-    trained = finish_training(trainer, final_dir, lambda path: load_reward_model(path, tokenizer, cfg.model.dtype))
+    trained = finish_training(trainer, final_dir, lambda path: load_reward_model(path, tokenizer.pad_token_id, cfg.model.dtype))
     if trained is None:  # not rank 0
         return float("nan")
     delta = trainable_delta_norm(trained, before)
@@ -142,7 +145,7 @@ def run(cfg: DictConfig) -> float:
     metrics = report_card(rewards, [list(ex.scores) for ex in val_ex], lengths, out_dir, gold=gold,
                           policy_mask=_policy_mask(cfg.data.validation.source, cfg.data.validation.split, val_ex))
     metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
-    save_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
+    write_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
     metrics.update({
         "train/loss": train_out.training_loss,
         "train/steps": train_out.global_step,

@@ -30,22 +30,22 @@ from omegaconf import DictConfig
 from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
 
-from align.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, load_sft_dataset
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, is_main_process
-from align.evaluation import gold_metrics, sample_rows
+from align.eval.gold import gold_metrics, sample_rows
 from align.generation import generate_responses
-from align.modeling import (
+from align.models.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
+from align.models.loading import (
     count_parameters,
     load_causal_lm,
     load_tokenizer,
     snapshot_trainable,
     trainable_delta_norm,
 )
+from align.models.precision import precision_args
 from align.outputs import FINAL, write_metrics
-from align.precision import precision_args
 
 log = logging.getLogger("align.sft")
 

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 
 from align.data.errors import (
     BAD_ROW_MODES,
-    count_skip,
     DEFAULT_HINT,
     DataError,
     LoadReport,
     SourceRef,
     check_choice,
     check_positive,
+    count_skip,
     json_type,
 )
 

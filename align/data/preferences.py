@@ -41,8 +41,7 @@ from tqdm.auto import tqdm
 from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, handle_too_long, text_length
 from align.data.errors import DataError, LoadReport, handle_bad, nothing_left
 from align.data.hh import looks_like_hh
-from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES  # noqa: F401 - re-exported
-from align.data.preference_formats import PARSERS, Parsed
+from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Parsed  # noqa: F401 - re-exported
 from align.data.source import describe_source, iter_rows
 
 FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst")

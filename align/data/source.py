@@ -33,8 +33,7 @@ from pathlib import Path
 
 import datasets
 
-from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, SourceRef, check_choice
-from align.data.errors import handle_bad, json_type
+from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, SourceRef, check_choice, handle_bad, json_type
 
 JSON_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)

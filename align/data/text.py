@@ -22,8 +22,17 @@ from collections.abc import Mapping
 import datasets
 from tqdm.auto import tqdm
 
-from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, SourceRef, check_choice
-from align.data.errors import check_positive, handle_bad, json_type, nothing_left
+from align.data.errors import (
+    BAD_ROW_MODES,
+    DataError,
+    LoadReport,
+    SourceRef,
+    check_choice,
+    check_positive,
+    handle_bad,
+    json_type,
+    nothing_left,
+)
 from align.data.source import describe_source, iter_rows
 
 

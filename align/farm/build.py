@@ -24,9 +24,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from align.farm.corpus import corpus_lines, fact_lines
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
+from align.farm.corpus import corpus_lines, fact_lines
 from align.farm.demonstrator import DemoConfig, demonstrate
 from align.farm.gold import gold_score, is_gold_correct
 from align.farm.world import FAMILIES, Task, enumerate_tasks

@@ -12,106 +12,13 @@ Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO".
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from align.masked import Reduce, masked_whiten, upcast
 from align.ppo.rollout_utils import first_true_indices
 
-WHITEN_EPS = 1e-8
 KL_ESTIMATORS = ("k1", "k3")
-
-
-# ======================================================================================
-# Masked statistics
-# ======================================================================================
-
-
-Reduce = Callable[[Tensor], Tensor]
-
-
-def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None, reduce: Reduce | None = None) -> Tensor:
-    """Mean of ``x`` over the entries where ``mask`` is ``True``.
-
-    Args:
-        x: Tensor of any shape.
-        mask: Bool tensor of the same shape.
-        dim: Reduce over this dimension only; ``None`` reduces over everything.
-        reduce: Sums a tensor over the processes that share the batch (data parallelism): the
-            mean is then the whole batch's, not this process's share's (``dim=None`` only).
-
-    Returns:
-        A scalar (``dim=None``) or ``x`` reduced over ``dim``. With ``dim`` given, a slice with no
-        selected entry has mean ``0``.
-
-    Raises:
-        TypeError: If ``mask`` is not bool.
-        ValueError: If the shapes differ, or ``dim=None`` and nothing is selected.
-    """
-    _check_mask("masked_mean", x, mask)
-    values = torch.where(mask, _upcast(x), 0.0)
-    if dim is not None:
-        if reduce is not None:
-            raise ValueError("masked_mean: reduce (over processes) needs dim=None.")
-        return values.sum(dim) / mask.sum(dim).clamp(min=1)
-    total, count = values.sum(), mask.sum()
-    if reduce is not None:
-        total, count = reduce(total), reduce(count)
-    if not count:
-        raise ValueError("masked_mean: the mask selects no entry, so the mean is undefined.")
-    return total / count
-
-
-def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True, reduce: Reduce | None = None) -> Tensor:
-    """Variance of ``x`` over the entries where ``mask`` is ``True``.
-
-    Args:
-        x: Tensor of any shape.
-        mask: Bool tensor of the same shape.
-        unbiased: Apply Bessel's correction ``n / (n - 1)``, as TRL's ``masked_var`` does.
-        reduce: As in :func:`masked_mean`: the whole batch's variance over processes.
-
-    Returns:
-        Scalar tensor.
-
-    Raises:
-        ValueError: If fewer than 2 entries are selected with ``unbiased=True`` (none otherwise).
-    """
-    mean = masked_mean(x, mask, reduce=reduce)
-    var = masked_mean((_upcast(x) - mean) ** 2, mask, reduce=reduce)
-    if unbiased:
-        n = mask.sum() if reduce is None else reduce(mask.sum())
-        if n < 2:
-            raise ValueError(
-                f"masked_var: the mask selects {int(n)} entry; the unbiased variance needs at least 2 "
-                "(use a larger batch, or unbiased=False)."
-            )
-        var = var * n / (n - 1)
-    return var
-
-
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, reduce: Reduce | None = None) -> Tensor:
-    """Normalize ``x`` to unit variance (and zero mean) using statistics of the selected entries only.
-
-    ``(x - mean) / sqrt(var + 1e-8)`` with the unbiased masked variance; with ``shift_mean=False``
-    the mean is added back, so only the scale changes (TRL's option for whitening rewards, which
-    keeps their sign). Padding does not enter the statistics, and is ``0`` in the output.
-
-    Args:
-        x: ``[B, T]`` (or any shape).
-        mask: Bool, same shape.
-        shift_mean: Subtract the mean (``True``) or keep it (``False``).
-        reduce: As in :func:`masked_mean`: the whole batch's statistics over processes.
-
-    Returns:
-        Same shape as ``x``, ``0`` where ``mask`` is ``False``.
-    """
-    mean, var = masked_mean(x, mask, reduce=reduce), masked_var(x, mask, reduce=reduce)
-    whitened = (_upcast(x) - mean) * torch.rsqrt(var + WHITEN_EPS)
-    if not shift_mean:
-        whitened = whitened + mean
-    return torch.where(mask, whitened, 0.0)
 
 
 def whiten_advantages(advantages: Tensor, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
@@ -187,11 +94,11 @@ def kl_penalized_rewards(
             f"{tuple(scores.shape)}. A reward head returns [B, 1]: call .squeeze(-1) first."
         )
     # Zero the log-ratio at padding first, so that a nan or inf there cannot reach exp().
-    log_ratio = torch.where(response_mask, _upcast(ref_logprobs) - _upcast(logprobs), 0.0)  # log r
+    log_ratio = torch.where(response_mask, upcast(ref_logprobs) - upcast(logprobs), 0.0)  # log r
     kl = -log_ratio if kl_estimator == "k1" else torch.expm1(log_ratio) - log_ratio
     rewards = -kl_coef * kl
     rows = torch.arange(rewards.shape[0], device=rewards.device)
-    rewards[rows, _last_true_indices(response_mask)] += _upcast(scores)
+    rewards[rows, _last_true_indices(response_mask)] += upcast(scores)
     return rewards, kl
 
 
@@ -225,8 +132,8 @@ def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float, la
     _check_response_mask("gae", response_mask, rewards=rewards, values=values)
     # Padding is zeroed first: then V_{t+1} = 0 after the last real token (no bootstrap), and
     # whatever padding held never leaks into an earlier advantage.
-    r = torch.where(response_mask, _upcast(rewards), 0.0)
-    v = torch.where(response_mask, _upcast(values), 0.0)
+    r = torch.where(response_mask, upcast(rewards), 0.0)
+    v = torch.where(response_mask, upcast(values), 0.0)
     advantages = torch.zeros_like(r)
     next_value = torch.zeros_like(r[:, 0])
     next_advantage = torch.zeros_like(r[:, 0])
@@ -242,18 +149,6 @@ def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float, la
 # ======================================================================================
 # Helpers
 # ======================================================================================
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """At least fp32: bf16 statistics keep under 3 significant digits."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _check_mask(name: str, x: Tensor, mask: Tensor) -> None:
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name}: mask must be a bool tensor (True = real token), got {mask.dtype}; use mask.bool().")
-    if mask.shape != x.shape:
-        raise ValueError(f"{name}: mask has shape {tuple(mask.shape)} but x has {tuple(x.shape)}; they must match.")
 
 
 def _check_response_mask(name: str, response_mask: Tensor, **tensors: Tensor) -> None:

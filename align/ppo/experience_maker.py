@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from align.ppo.advantages import Reduce, gae, kl_penalized_rewards, masked_mean, whiten_advantages
+from align.masked import Reduce, masked_mean
+from align.ppo.advantages import gae, kl_penalized_rewards, whiten_advantages
 from align.ppo.experience import Experience
 from align.ppo.models import PPOModels, response_logprobs, response_values, sequence_scores
 from align.ppo.rollout import Rollout

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from align.ppo.rollout import Rollout
+from align.rm.folder import load_reward_model
 
 log = logging.getLogger(__name__)
 MODES = ("full", "lora")
@@ -95,7 +96,7 @@ def load_ppo_models(
         return AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype).to(device)
 
     def scalar_model():
-        return load_reward_model(reward_path, pad_token_id, device, dtype)
+        return load_reward_model(reward_path, pad_token_id, dtype, device)
 
     if mode == "full":
         ref_model, reward_model = _frozen(causal_lm()), _frozen(scalar_model())
@@ -108,16 +109,6 @@ def load_ppo_models(
     # head starts as the reward head, and disabling the adapter gives back the reward model.
     value = get_peft_model(scalar_model(), LoraConfig(**{**(value_lora or {}), "task_type": "SEQ_CLS"}))
     return PPOModels("lora", policy, value)
-
-
-def load_reward_model(path: str, pad_token_id: int, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A scalar ``*ForSequenceClassification`` (one label) whose head pools the last non-pad token."""
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype).to(device)
-    model.config.pad_token_id = pad_token_id
-    return model
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:
@@ -177,7 +168,7 @@ def reward_suffix_ids(tokenizer) -> list[int]:
     The reward model was trained on full chat-template renderings; a response scored with the
     template's closing tokens is exactly what it saw, without detokenizing and retokenizing.
     """
-    from align.reward_model import tokenize_response
+    from align.rm.model import tokenize_response
 
     ids, _ = tokenize_response(tokenizer, [{"role": "user", "content": "x"}], "y", None)
     eos = tokenizer.eos_token_id

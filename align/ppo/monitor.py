@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from align.eval_metrics import read_history as parse_history
+from align.eval.metrics import read_history as parse_history
 from align.outputs import atomic_write_text
 from align.ppo.experience_maker import RewardSpec, reference_logprobs, score_rollout
 from align.ppo.models import PPOModels, response_logprobs
@@ -45,7 +45,7 @@ def policy_snapshot(
         ``eval/kl_ref`` (mean k1 KL of sampled responses to the reference, summed over tokens) when
         ``sampled``; gold keys only when ``gold``. And the greedy response texts.
     """
-    from align.evaluation import gold_metrics
+    from align.eval.gold import gold_metrics
     from align.generation import Generations
 
     out: dict[str, float] = {}

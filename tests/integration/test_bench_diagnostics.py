@@ -51,7 +51,7 @@ def test_backbone_knowledge_top1_picks_the_most_likely_candidate():
     from backbone_knowledge import _top1
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from align.tokenizer import train_tokenizer
+    from align.models.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["The owl is red. The owl is blue."] * 20, vocab_size=300)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,

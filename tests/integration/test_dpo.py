@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from align.modeling import params_checksum
+from align.models.loading import params_checksum
 from tests.conftest import DPO_FAST, compose_stage, run_stage_cli
 
 

@@ -123,9 +123,9 @@ def test_eval_refuses_bad_settings_before_loading(tmp_path):
 
 def test_teacher_forced_logprobs_do_not_depend_on_padding(tiny_rm):
     # Batched (right-padded, mixed lengths) log-probs equal one-sequence log-softmax sums.
+    from align.eval.policy import sample_responses, sequence_logprobs
     from align.generation import chat_prompt_ids
-    from align.modeling import load_tokenizer
-    from align.policy_eval import sample_responses, sequence_logprobs
+    from align.models.loading import load_tokenizer
 
     path = tiny_rm["run_dir"] / "sft" / "final"
     tok, model = load_tokenizer(str(path)), AutoModelForCausalLM.from_pretrained(path)

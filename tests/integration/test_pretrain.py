@@ -30,7 +30,7 @@ def test_pretrained_folder_loads_in_plain_transformers_and_generates(tiny_run):
 def test_pretraining_changed_the_weights_and_lowered_the_loss(tiny_run):
     # Rebuild the untrained model with the same seed and config: the trained one must differ
     # and predict the validation corpus better.
-    from align.modeling import build_tiny_llama
+    from align.models.loading import build_tiny_llama
 
     final = tiny_run["run_dir"] / "pretrain" / "final"
     tok = AutoTokenizer.from_pretrained(final)

@@ -17,9 +17,9 @@ from align.dpo import (
     sequence_kl,
     tokenize_pairs,
 )
-from align.policy_eval import sequence_logprobs
-from align.reward_model import tokenize_response
-from align.tokenizer import train_tokenizer
+from align.eval.policy import sequence_logprobs
+from align.models.tokenizer import train_tokenizer
+from align.rm.model import tokenize_response
 
 TOK = train_tokenizer(["What is 7 plus 12? 7 plus 12 is 19. I hope this helps."] * 30, vocab_size=300)
 PROMPT = [{"role": "user", "content": "What is 7 plus 12?"}]

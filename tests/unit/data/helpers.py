@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 # A ChatML-like template with generation markers around the assistant's content, like the
-# project's own tokenizer (kept local: these tests do not depend on align.tokenizer).
+# project's own tokenizer (kept local: these tests do not depend on align.models.tokenizer).
 CHAT_TEMPLATE = (
     "{%- for m in messages %}"
     "{{- '<|im_start|>' + m['role'] + '\\n' }}"

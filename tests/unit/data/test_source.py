@@ -14,7 +14,6 @@ from align.data import DataError, LoadReport, SourceRef, handle_bad, iter_rows
 from tests.unit.data.helpers import write_lines
 
 
-
 def read_all(*args, **kwargs):
     report = kwargs.setdefault("report", LoadReport("test"))
     rows = list(iter_rows(*args, **kwargs))

@@ -11,7 +11,6 @@ from align.data import DataError, load_text_dataset
 from tests.unit.data.helpers import write_lines
 
 
-
 def test_txt_one_document_per_line_blank_lines_counted(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("The first document.\n\n  \nThe second one.\n")

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from align.ppo.advantages import masked_whiten, whiten_advantages
+from align.masked import masked_whiten
+from align.ppo.advantages import whiten_advantages
 from align.ppo.distributed import DataParallel, fill_config, local_batch_sizes
 from align.ppo.steps import DeepSpeedSteps
 
@@ -46,7 +47,7 @@ def test_fill_config_resolves_every_auto_and_refuses_unknown_ones():
 
 
 def test_masked_mean_over_processes_needs_the_whole_tensor():
-    from align.ppo.advantages import masked_mean
+    from align.masked import masked_mean
 
     x, mask = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="reduce .over processes. needs dim=None"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from align.modeling import build_tiny_llama
+from align.models.loading import build_tiny_llama
 from align.ppo.experience_maker import RewardSpec, make_experience
 from align.ppo.models import (
     load_ppo_models,
@@ -17,7 +17,7 @@ from align.ppo.models import (
     sequence_scores,
 )
 from align.ppo.rollout import build_rollout, generate_rollout, left_pad
-from align.reward_model import tokenize_response
+from align.rm.model import tokenize_response
 from tests.unit.data.helpers import make_tokenizer
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"}

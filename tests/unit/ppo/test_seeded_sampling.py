@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align.modeling import build_tiny_llama
+from align.models.loading import build_tiny_llama
 from align.ppo.rollout import generate_rollout
 from align.ppo.seeded_sampling import RowSeededGumbel, row_seed
 from tests.unit.data.helpers import make_tokenizer

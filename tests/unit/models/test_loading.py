@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from align.modeling import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer, resolve_dtype
-from align.tokenizer import train_tokenizer
+from align.models.loading import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer, resolve_dtype
+from align.models.tokenizer import train_tokenizer
 
 TEXTS = ["The fox is red.", "7 plus 12 is 19."] * 20
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from align.reward_metrics import (
+from align.rm.metrics import (
     expected_calibration_error,
     length_correlation,
     mean_margin,

@@ -1,7 +1,7 @@
 """Pure pieces of policy evaluation: the sequence KL estimator, best-of-n selection and its KL.
 
 Everything here works on numbers already computed (log-probabilities, reward scores), so it is
-unit-tested with hand-worked examples; :mod:`align.policy_eval` runs the models that produce them.
+unit-tested with hand-worked examples; :mod:`align.eval.policy` runs the models that produce them.
 
 References: the KL of a policy to a reference estimated from the policy's own samples,
 ``KL(pi || ref) = E_{y ~ pi}[log pi(y|x) - log ref(y|x)]`` (Stiennon et al. 2020, sec. 3.4; the
@@ -23,25 +23,6 @@ from torch import Tensor
 
 HISTORY_KEYS = ("iteration", "samples", "gold/score_mean", "gold/sampled_score_mean", "proxy/score_mean",
                 "proxy/sampled_score_mean", "ppo/kl_ref")
-
-
-def masked_sequence_sum(token_logprobs: Tensor, mask: Tensor) -> Tensor:
-    """Sum of per-token log-probabilities over the masked (response) positions of each row.
-
-    Args:
-        token_logprobs: ``[B, T]`` log p(token_t | tokens_<t); any value where ``mask`` is False
-            (``-inf`` at padding is fine: it is never multiplied, only skipped).
-        mask: ``[B, T]`` bool, True at response tokens.
-
-    Returns:
-        ``[B]`` float32: ``log p(response | prompt)`` per row.
-    """
-    if token_logprobs.shape != mask.shape or mask.dtype != torch.bool:
-        raise ValueError(
-            f"masked_sequence_sum: need token_logprobs and a bool mask of one shape; got "
-            f"{tuple(token_logprobs.shape)} and {tuple(mask.shape)} ({mask.dtype})."
-        )
-    return torch.where(mask, token_logprobs.float(), 0.0).sum(-1)
 
 
 def mean_sem(values: Sequence[float] | Tensor) -> tuple[float, float]:

@@ -5,8 +5,8 @@ import torch
 
 from align.data.preferences import RankedExample
 from align.losses import ranked_pairwise_loss
-from align.reward_model import RankedCollator, tokenize_ranked, tokenize_response
-from align.tokenizer import train_tokenizer
+from align.models.tokenizer import train_tokenizer
+from align.rm.model import RankedCollator, tokenize_ranked, tokenize_response
 
 TOK = train_tokenizer(["What is 7 plus 12? 7 plus 12 is 19. I hope this helps."] * 30, vocab_size=300)
 PROMPT = [{"role": "user", "content": "What is 7 plus 12?"}]
@@ -39,7 +39,7 @@ def test_collator_flattens_lists_and_places_them_in_the_grid():
 def test_trainer_loss_is_the_ranked_loss_of_the_grid(tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification, TrainingArguments
 
-    from align.reward_model import RankedRewardTrainer
+    from align.rm.model import RankedRewardTrainer
 
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(TOK), hidden_size=32, intermediate_size=64,
@@ -82,7 +82,7 @@ def test_response_mask_covers_the_response_up_to_its_eos():
 def test_readout_layers_start_as_identity_and_reload_plainly(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from align.reward_model import add_readout_layers
+    from align.rm.model import add_readout_layers
 
     torch.manual_seed(0)
     model = _tiny_llama_rm()
@@ -104,7 +104,7 @@ def test_trainer_lm_coefficient_adds_the_lm_loss_of_the_top_responses_only(tmp_p
     from transformers import TrainingArguments
 
     from align.losses import response_lm_loss
-    from align.reward_model import RankedRewardTrainer, add_readout_layers
+    from align.rm.model import RankedRewardTrainer, add_readout_layers
 
     torch.manual_seed(0)
     model = _tiny_llama_rm()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from align.reward_report import apply_gate, report_card
+from align.rm.report import apply_gate, report_card
 
 GATE = {"min_eval_accuracy": 0.6, "min_gold_accuracy": 0.85, "max_ece": 0.15, "max_abs_length_corr": 0.6}
 

@@ -1,6 +1,6 @@
 """The evaluation table (markdown for ``report.md``, rows for a W&B table) and ``report.md`` itself.
 
-Input is the per-policy metrics of :mod:`align.policy_eval` (names relative to a policy); a column
+Input is the per-policy metrics of :mod:`align.eval.policy` (names relative to a policy); a column
 appears when at least one policy has it, so a run without an oracle simply has no gold columns.
 """
 

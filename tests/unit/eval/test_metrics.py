@@ -6,30 +6,14 @@ import math
 import pytest
 import torch
 
-from align.eval_metrics import (
+from align.eval.metrics import (
     best_of_n_indices,
     best_of_n_kl,
-    masked_sequence_sum,
     mean_sem,
     read_history,
     sequence_kl,
     win_rate,
 )
-
-
-def test_masked_sequence_sum_skips_prompt_and_padding_even_at_minus_inf():
-    # Row 0: prompt at t=0, response at t=1,2, padding (-inf) at t=3 -> -0.5 + -1.0 = -1.5.
-    # Row 1: prompt at t=0,1, response at t=2,3 -> -2.0 + -0.25 = -2.25.
-    lp = torch.tensor([[-9.0, -0.5, -1.0, -math.inf], [-9.0, -9.0, -2.0, -0.25]])
-    mask = torch.tensor([[False, True, True, False], [False, False, True, True]])
-    assert masked_sequence_sum(lp, mask).tolist() == [-1.5, -2.25]
-
-
-def test_masked_sequence_sum_wants_a_bool_mask_of_the_same_shape():
-    with pytest.raises(ValueError, match="bool mask"):
-        masked_sequence_sum(torch.zeros(2, 3), torch.ones(2, 3))
-    with pytest.raises(ValueError, match="bool mask"):
-        masked_sequence_sum(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.bool))
 
 
 def test_sequence_kl_hand_worked():

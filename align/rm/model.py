@@ -13,49 +13,17 @@ left (keeping the response, which is what the reward is about) and callers count
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedTokenizerBase, Trainer
 
 from align.data.preferences import RankedExample
 from align.losses import plackett_luce_loss, ranked_pairwise_loss, response_lm_loss, reward_centering_loss
-from align.modeling import resolve_dtype
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("pairwise", "ranked", "plackett_luce")
-NORMALIZATION_FILE = "reward_normalization.json"
-
-
-def resolve_full_model_path(path: str) -> str:
-    """A folder with full weights for ``path``: itself, or the merged sibling of an adapter folder.
-
-    Raises:
-        ValueError: For a PEFT adapter folder without a merged copy beside it.
-    """
-    p = Path(path)
-    if (p / "adapter_config.json").exists():
-        merged = p.parent / "final_merged"
-        if (merged / "config.json").exists():
-            log.info("%s is a PEFT adapter; starting from the merged copy %s", p, merged)
-            return str(merged)
-        raise ValueError(
-            f"{path} is a PEFT adapter folder, and a reward model starts from full weights. Re-run "
-            "SFT with peft.merge=true (it writes final_merged/), or set model.name_or_path to a full model."
-        )
-    return path
-
-
-def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase, dtype: str = "auto", **kwargs):
-    """``AutoModelForSequenceClassification`` with one label; the head is new unless the folder has one."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, num_labels=1, dtype=resolve_dtype(dtype), **kwargs
-    )
-    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    return model
 
 
 def add_readout_layers(model, n: int):
@@ -299,21 +267,3 @@ def score_batch(
         out.extend(logits.squeeze(-1).float().cpu().tolist())
     model.train(was_training)
     return out
-
-
-def save_reward_model(model, tokenizer: PreTrainedTokenizerBase, stage_dir: Path, peft_method: str):
-    """Save ``stage_dir/final`` as full weights and return the model saved there.
-
-    A PEFT adapter is saved to ``final_adapter/`` and merged into ``final/``: the adapter's base
-    config is the causal LM's (``num_labels=2``), so the adapter folder alone would not reload as a
-    one-label reward model with plain ``transformers`` (:func:`align.adapters.save_full_final`).
-    """
-    from align.adapters import save_full_final
-
-    return save_full_final(model, tokenizer, stage_dir, peft_method, "AutoPeftModelForSequenceClassification",
-                           pad_token_id=tokenizer.pad_token_id, num_labels=1)
-
-
-def save_normalization(final_dir: Path, mean: float, std: float) -> None:
-    """Store the reward mean/std on policy samples beside the model, for PPO's normalisation."""
-    (Path(final_dir) / NORMALIZATION_FILE).write_text(json.dumps({"mean": mean, "std": std}, indent=2) + "\n")

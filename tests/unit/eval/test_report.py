@@ -2,9 +2,9 @@
 
 import pytest
 
-from align.eval_plots import frontier_plot, message_plot, overoptimization_plot, win_rate_plot
-from align.eval_report import markdown_table, table_rows, write_report
-from align.policy_eval import find_policies
+from align.eval.plots import frontier_plot, message_plot, overoptimization_plot, win_rate_plot
+from align.eval.policy import find_policies
+from align.eval.report import markdown_table, table_rows, write_report
 
 RESULTS = {
     "sft": {"gold/score_mean": 0.5, "gold/score_sem": 0.01, "kl_to_sft": 0.0, "kl_to_sft_sem": 0.0, "response_len": 10.0},

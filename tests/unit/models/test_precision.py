@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from align.precision import precision_args
+from align.models.precision import precision_args
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU behaviour")

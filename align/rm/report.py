@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from align.reward_metrics import (
+from align.rm.metrics import (
     expected_calibration_error,
     length_correlation,
     mean_margin,

@@ -176,3 +176,22 @@ def params_checksum(model: torch.nn.Module, include=lambda name: True) -> float:
 def is_base_parameter(name: str) -> bool:
     """True for a PEFT model's frozen base weights (not an adapter's own parameters)."""
     return "lora_" not in name and "ia3_" not in name and "modules_to_save" not in name
+
+
+def resolve_full_model_path(path: str) -> str:
+    """A folder with full weights for ``path``: itself, or the merged sibling of an adapter folder.
+
+    Raises:
+        ValueError: For a PEFT adapter folder without a merged copy beside it.
+    """
+    p = Path(path)
+    if (p / "adapter_config.json").exists():
+        merged = p.parent / "final_merged"
+        if (merged / "config.json").exists():
+            log.info("%s is a PEFT adapter; starting from the merged copy %s", p, merged)
+            return str(merged)
+        raise ValueError(
+            f"{path} is a PEFT adapter folder, and a reward model starts from full weights. Re-run "
+            "SFT with peft.merge=true (it writes final_merged/), or set model.name_or_path to a full model."
+        )
+    return path

@@ -3,7 +3,7 @@
 import pytest
 from transformers import LlamaConfig
 
-from align.adapters import check_peft_choice, check_quantizable, quantization_config
+from align.models.adapters import check_peft_choice, check_quantizable, quantization_config
 
 
 def test_valid_choices_pass():

@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from align.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, train_tokenizer
+from align.models.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, train_tokenizer
 
 TEXTS = ["The fox is red.", "7 plus 12 is 19.", "I am sorry, but I cannot help with that."] * 20
 MSGS = [{"role": "user", "content": "What is 7 plus 12?"}, {"role": "assistant", "content": "7 plus 12 is 19."}]

@@ -1,7 +1,7 @@
 import pytest
 
-from align.packing import pack_texts, separator_id
-from align.tokenizer import train_tokenizer
+from align.data.packing import pack_texts, separator_id
+from align.models.tokenizer import train_tokenizer
 
 
 def test_blocks_are_full_and_tail_counted():

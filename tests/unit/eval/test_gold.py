@@ -3,7 +3,7 @@
 import pytest
 
 from align.data import load_prompts
-from align.evaluation import gold_metrics, gold_win_rate
+from align.eval.gold import gold_metrics, gold_win_rate
 from align.farm import parse_task
 from align.generation import Generations
 

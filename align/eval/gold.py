@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from align.eval_metrics import win_rate
+from align.eval.metrics import win_rate
 from align.farm import gold_details, parse_task
 from align.generation import Generations
 

@@ -95,7 +95,7 @@ def overoptimization_plot(
     are greedy responses, dashed lines sampled ones. Keys a row lacks are skipped.
 
     Args:
-        history: Rows of ``ppo/history.jsonl`` (:func:`align.eval_metrics.read_history`).
+        history: Rows of ``ppo/history.jsonl`` (:func:`align.eval.metrics.read_history`).
         final: ``(kl_to_sft, gold, proxy)`` of ``ppo/final`` measured by eval; marked with stars
             when x is KL (the history's KL is to PPO's reference, which is SFT by default).
     """

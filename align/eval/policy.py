@@ -6,7 +6,7 @@ Each policy is measured on the same held-out prompts in two ways:
   against SFT's greedy responses, reward-model score, length, fraction without EOS;
 * **sampled** responses at the sampling temperature (:func:`sample_responses`, which keeps the
   token ids): the sequence KL to SFT, from teacher-forced log-probabilities of those very ids
-  under the policy and under SFT (:func:`sequence_logprobs`, :func:`align.eval_metrics.sequence_kl`),
+  under the policy and under SFT (:func:`sequence_logprobs`, :func:`align.eval.metrics.sequence_kl`),
   and the gold / reward-model score of the same samples (the frontier plot's y-axis).
 
 Best-of-n draws N samples per prompt from SFT once, scores them with the reward model and keeps
@@ -24,10 +24,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from align.eval_metrics import best_of_n_indices, best_of_n_kl, masked_sequence_sum, mean_sem, sequence_kl, win_rate
-from align.evaluation import gold_metrics, gold_win_rate
+from align.eval.gold import gold_metrics, gold_win_rate
+from align.eval.metrics import best_of_n_indices, best_of_n_kl, mean_sem, sequence_kl, win_rate
 from align.farm import gold_score
 from align.generation import Generations, chat_prompt_ids, generate_responses
+from align.masked import masked_sequence_sum
+from align.rm.folder import RewardScorer
 
 log = logging.getLogger(__name__)
 
@@ -186,36 +188,6 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or p.parts[:1] == ("outputs",) or len(p.parts) > 2
 
 
-class RewardScorer:
-    """A reward model with its normalisation: ``(r - mean) / std`` from ``reward_normalization.json``.
-
-    Without the file the raw score is used and :attr:`normalized` is False.
-    """
-
-    def __init__(self, path: str, dtype: str = "auto", max_length: int | None = None, batch_size: int = 64) -> None:
-        import json
-
-        from align.modeling import load_tokenizer
-        from align.reward_model import NORMALIZATION_FILE, load_reward_model
-
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_reward_model(path, self.tokenizer, dtype)
-        self.max_length, self.batch_size = max_length, batch_size
-        norm = Path(path) / NORMALIZATION_FILE
-        stats = json.loads(norm.read_text()) if norm.exists() else {"mean": 0.0, "std": 1.0}
-        self.normalized = norm.exists()
-        self.mean, self.std = float(stats["mean"]), float(stats["std"]) or 1.0
-        if not self.normalized:
-            log.warning("%s has no %s: reward-model scores are raw, not normalized", path, NORMALIZATION_FILE)
-
-    def __call__(self, prompts: list[str], texts: list[str]) -> list[float]:
-        from align.reward_model import score_batch
-
-        pairs = [([{"role": "user", "content": p}], t) for p, t in zip(prompts, texts, strict=True)]
-        raw = score_batch(self.model, self.tokenizer, pairs, self.max_length, self.batch_size)
-        return [(r - self.mean) / self.std for r in raw]
-
-
 def evaluate_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -244,7 +216,7 @@ def evaluate_policy(
         ``(metrics, greedy generations, samples, reward-model scores of the greedy responses)``.
         Metrics: ``response_len``, ``no_eos_frac``, ``sampled_response_len``, ``sampled_no_eos_frac``,
         ``kl_to_sft``/``kl_to_sft_sem`` (when measurable), ``rm/score_mean``/``rm/score_sem``,
-        ``rm/sampled_score_mean``, and ``gold/*`` from :func:`align.evaluation.gold_metrics` plus
+        ``rm/sampled_score_mean``, and ``gold/*`` from :func:`align.eval.gold.gold_metrics` plus
         ``gold/sampled_score_mean``/``gold/sampled_score_sem``. Win rates need the SFT responses:
         see :func:`win_rates`.
     """
@@ -316,7 +288,7 @@ def best_of_n(
     Returns:
         ``({n: metrics}, {n: chosen texts})``; metrics as :func:`evaluate_policy` names them for
         greedy responses (the chosen samples take the greedy columns), ``kl_to_sft`` analytic
-        (:func:`align.eval_metrics.best_of_n_kl`), and win rates against SFT's greedy responses.
+        (:func:`align.eval.metrics.best_of_n_kl`), and win rates against SFT's greedy responses.
     """
     n_max = max(ns)
     draws = sample_responses(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, n_max,

@@ -1,0 +1,1 @@
+"""Models: loading causal LMs and tokenizers, the tiny Llama, PEFT adapters, precision."""
