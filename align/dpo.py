@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from trl import DPOTrainer
@@ -197,31 +196,6 @@ def pairs_to_dataset(rows: list[dict]) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-@torch.no_grad()
-def sequence_kl(policy, reference, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
-                batch_size: int, kl_batch_size: int = 32) -> dict:
-    """Sequence-level KL(policy || reference), Monte Carlo on the policy's own samples.
-
-    ``KL = E_{y ~ pi}[sum_t log pi(y_t | .) - log ref(y_t | .)]``, the quantity DPO's beta
-    regularises (Rafailov et al. 2023, eq. 3). One sample per prompt at temperature 1 from the full
-    softmax, scored by teacher forcing on the sampled ids: the eval stage's estimator
-    (:func:`align.eval.policy.sample_responses`, :func:`align.eval.metrics.sequence_kl`).
-
-    Returns:
-        ``kl/ref_mean`` and ``kl/ref_sem`` (nats per sequence), ``kl/response_len``.
-    """
-    from align.eval.metrics import sequence_kl as mean_and_sem
-    from align.eval.policy import sample_responses, sequence_logprobs
-
-    s = sample_responses(policy, tokenizer, prompts, max_new_tokens, batch_size, desc="kl: sample")
-    pad = tokenizer.pad_token_id
-    lp = sequence_logprobs(policy, s.prompt_ids, s.response_ids, pad, kl_batch_size, desc="kl: policy")
-    lr = sequence_logprobs(reference, s.prompt_ids, s.response_ids, pad, kl_batch_size, desc="kl: reference")
-    mean, sem = mean_and_sem(lp, lr)
-    return {"kl/ref_mean": mean, "kl/ref_sem": sem,
-            "kl/response_len": sum(len(r) for r in s.response_ids) / len(s.response_ids)}
 
 
 def first_logged(log_history: list[dict], key: str):

@@ -1,8 +1,9 @@
 """Every training objective of the pipeline, in one file to audit the math (OpenRLHF ``models/loss.py``).
 
 Sections:
-    1. Reward-model objectives: pairwise Bradley-Terry (with the Llama-2 margin), InstructGPT's
-       ranked K-wise loss, listwise Plackett-Luce, and the reward-centering auxiliary loss.
+    1. Reward-model objectives: InstructGPT's ranked K-wise loss (Bradley-Terry over every pair;
+       with K = 2 it is the pairwise loss that ``rm.loss=pairwise`` gets from TRL's
+       ``RewardTrainer``), listwise Plackett-Luce, and the reward-centering auxiliary loss.
     2. PPO policy and value losses: clipped surrogate, clipped value loss, masked entropy.
     3. DPO and other direct preference losses (to come).
 
@@ -27,38 +28,6 @@ from align.masked import masked_mean, upcast
 # ======================================================================================
 # 1. Reward-model objectives
 # ======================================================================================
-
-
-def pairwise_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, margin: Tensor | None = None) -> Tensor:
-    """Bradley-Terry negative log-likelihood of the chosen response beating the rejected one.
-
-    ``mean_b -log sigmoid(r_c[b] - r_r[b] - margin[b])``: InstructGPT's loss (Ouyang et al. 2022,
-    eq. 1) for K = 2, with the optional margin of Llama 2 (Touvron et al. 2023, eq. 2), which asks
-    the chosen reward to clear the rejected one by ``margin`` (larger for clearer preferences).
-    Same as TRL ``RewardTrainer.compute_loss``.
-
-    Args:
-        chosen_rewards: ``[B]`` reward of each preferred response.
-        rejected_rewards: ``[B]`` reward of each dispreferred response.
-        margin: optional ``[B]`` required gap; ``None`` means 0.
-
-    Returns:
-        Scalar loss, the mean over the ``B`` pairs.
-
-    Raises:
-        ValueError: If the shapes differ, are not 1-D, or the batch is empty.
-    """
-    _check_1d_pair("pairwise_loss", chosen_rewards, rejected_rewards)
-    diff = upcast(chosen_rewards) - upcast(rejected_rewards)
-    if margin is not None:
-        if margin.shape != chosen_rewards.shape:
-            raise ValueError(
-                f"pairwise_loss: margin has shape {tuple(margin.shape)} but the rewards have "
-                f"{tuple(chosen_rewards.shape)}; pass one margin per pair."
-            )
-        diff = diff - margin.to(diff.dtype)
-    # logsigmoid, not log(sigmoid(.)): the latter underflows to log(0) = -inf for diff below about -100.
-    return -F.logsigmoid(diff).mean()
 
 
 def ranked_pairwise_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -91,27 +60,6 @@ def ranked_pairwise_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = 
     return _per_prompt_mean(terms.sum((1, 2)), pairs.sum((1, 2)))
 
 
-@torch.no_grad()
-def ranked_pair_accuracy(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Fraction of the pairs of :func:`ranked_pairwise_loss` that the rewards order correctly.
-
-    Same pairs and the same per-prompt weighting as the loss; a reward tie counts 1/2, as in
-    :func:`align.rm.metrics.pairwise_accuracy`. For logging (no gradient).
-
-    Args:
-        rewards: ``[B, K]``.
-        scores: ``[B, K]``, higher is better.
-        mask: ``[B, K]`` bool, ``False`` at padding; ``None`` means every entry is real.
-
-    Returns:
-        Scalar tensor in ``[0, 1]``.
-    """
-    r, pairs = _ranked_pairs("ranked_pair_accuracy", rewards, scores, mask)
-    diff = r[:, :, None] - r[:, None, :]
-    correct = (diff > 0).to(r.dtype) + 0.5 * (diff == 0).to(r.dtype)
-    return _per_prompt_mean(torch.where(pairs, correct, 0.0).sum((1, 2)), pairs.sum((1, 2)))
-
-
 def plackett_luce_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """Listwise Plackett-Luce negative log-likelihood of the observed ranking, per stage.
 
@@ -133,7 +81,8 @@ def plackett_luce_loss(rewards: Tensor, scores: Tensor, mask: Tensor | None = No
 
     Normalisation: each prompt's sum is divided by its number of counted terms (``K - 1`` without
     ties), then averaged over prompts with at least one term. For ``K = 2`` this equals
-    :func:`pairwise_loss` exactly. (Zhu et al. sum the K stages unnormalised; dividing only rescales
+    the Bradley-Terry pairwise loss ``-log sigmoid(r_c - r_r)`` exactly. (Zhu et al. sum the K stages
+    unnormalised; dividing only rescales
     each prompt's weight so that long rankings do not dominate the batch.)
 
     Args:
@@ -218,16 +167,6 @@ def response_lm_loss(logits: Tensor, input_ids: Tensor, target_mask: Tensor) -> 
 # ======================================================================================
 # Helpers
 # ======================================================================================
-
-
-def _check_1d_pair(name: str, a: Tensor, b: Tensor) -> None:
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"{name}: chosen and rejected rewards must both be 1-D [B]; got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}. A reward head returns [B, 1]: call .squeeze(-1) first."
-        )
-    if a.numel() == 0:
-        raise ValueError(f"{name}: got an empty batch.")
 
 
 def _ranked_pairs(name: str, rewards: Tensor, scores: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:

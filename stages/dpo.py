@@ -44,11 +44,11 @@ from align.dpo import (
     last_logged,
     loss_args,
     pairs_to_dataset,
-    sequence_kl,
     tokenize_pairs,
 )
-from align.eval.gold import gold_metrics, gold_win_rate, sample_rows
-from align.generation import generate_responses
+from align.eval.gold import gold_metrics, sample_rows
+from align.eval.policy import compare_with, generation_metrics, measure_kl
+from align.generation import generate
 from align.models.adapters import check_peft_choice, check_quantizable, quantization_config, save_full_final
 from align.models.loading import (
     count_parameters,
@@ -177,15 +177,17 @@ def run(cfg: DictConfig) -> float:
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     }
-    metrics.update(sequence_kl(policy, sft, tokenizer, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                               cfg.eval.kl_batch_size))
+    # KL(dpo || sft) on the policy's own samples (temperature 1, full softmax), then greedy responses.
+    gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+    samples = generate(policy, tokenizer, eval_prompts, do_sample=True, desc="kl: sample", **gen)
+    metrics.update(measure_kl(policy, sft, samples, tokenizer.pad_token_id, cfg.eval.kl_batch_size, desc="kl"))
+    metrics.update(generation_metrics(samples, prefix="gen/sampled_"))
     if d.gold == "farm":
-        gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
-        ours = generate_responses(policy, tokenizer, eval_prompts, desc="gold: dpo", **gen)
-        base = generate_responses(sft, tokenizer, eval_prompts, desc="gold: sft", **gen)
+        ours = generate(policy, tokenizer, eval_prompts, desc="gold: dpo", **gen)
+        base = generate(sft, tokenizer, eval_prompts, desc="gold: sft", **gen)
         metrics.update(gold_metrics(eval_prompts, ours, prefix="gold/"))
-        metrics.update(gold_metrics(eval_prompts, base, prefix="gold/sft_"))
-        metrics["gold/win_rate_vs_sft"] = gold_win_rate(eval_prompts, ours.texts, base.texts)
+        metrics.update(generation_metrics(ours))
+        metrics.update(compare_with(eval_prompts, ours, base, name="sft", gold=True))
         tracker.log_table("samples", ["prompt", "response", "gold"], sample_rows(eval_prompts, ours, cfg.eval.num_samples_logged))
         for (p, r, s), (_, rb, sb) in zip(sample_rows(eval_prompts, ours, 3), sample_rows(eval_prompts, base, 3)):
             log.info("sample | %s\n  dpo (%.2f): %s\n  sft (%.2f): %s", p, s, r, sb, rb)

@@ -33,7 +33,6 @@ from transformers import set_seed
 
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
-from align.eval.metrics import read_history
 from align.eval.plots import (
     FRONTIER_PNG,
     OVEROPT_PNG,
@@ -43,11 +42,12 @@ from align.eval.plots import (
     overoptimization_plot,
     win_rate_plot,
 )
-from align.eval.policy import REFERENCE, best_of_n, evaluate_policy, find_policies, win_rates
+from align.eval.policy import REFERENCE, best_of_n, compare_with, evaluate_policy, find_policies
 from align.eval.report import table_rows, write_report
 from align.farm import parse_task
 from align.models.loading import load_causal_lm, load_tokenizer, resolve_full_model_path
 from align.outputs import write_metrics
+from align.ppo.monitor import read_history
 from align.rm.folder import RewardScorer
 
 log = logging.getLogger("align.eval")
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> float:
     else:
         log.warning("no reward model at %s: no rm/* columns and no best-of-n", cfg.reward_model)
     tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)
-    history = read_history(cfg.ppo_history) if cfg.ppo_history and Path(cfg.ppo_history).exists() else []
+    history = read_history(cfg.ppo_history) if cfg.ppo_history else []
 
     # 4. SFT first (the reference of the KL and the win rates), then the others in config order.
     gen = dict(max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size,
@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> float:
         t0 = time.perf_counter()
         set_seed(cfg.seed)
         bon, bon_texts = best_of_n(
-            ref_model, ref_tok, prompts, ns, scorer, gold=gold, sft_texts=greedy[REFERENCE].texts,
+            ref_model, ref_tok, prompts, ns, scorer, gold=gold, sft=greedy[REFERENCE],
             sft_rm=rm_greedy[REFERENCE], max_new_tokens=cfg.generation.max_new_tokens,
             batch_size=cfg.generation.draw_batch_size, temperature=cfg.generation.temperature)
         timing["best_of_n"] = time.perf_counter() - t0
@@ -121,8 +121,8 @@ def run(cfg: DictConfig) -> float:
 
     # 6. Win rates of the greedy responses against SFT's (SFT against itself is 0.5 exactly).
     for name in policies:
-        results[name].update(win_rates(prompts, greedy[name].texts, greedy[REFERENCE].texts,
-                                       rm_greedy[name], rm_greedy[REFERENCE], gold))
+        results[name].update(compare_with(prompts, greedy[name], greedy[REFERENCE], gold=gold, rm=rm_greedy[name],
+                                          baseline_rm=rm_greedy[REFERENCE], baseline_metrics=False))
 
     # 7. Plots, report, table, metrics.
     known = ("base", REFERENCE, "ppo", "dpo")
@@ -222,7 +222,7 @@ def _source(path: str, run_dir: str) -> str:
 
 
 def _summary(m: dict) -> str:
-    keys = ("gold/score_mean", "gold/sampled_score_mean", "rm/score_mean", "kl_to_sft", "response_len", "no_eos_frac")
+    keys = ("gold/score_mean", "gold/sampled_score_mean", "rm/score_mean", "kl/sft_mean", "gen/response_len", "gen/no_eos_frac")
     return ", ".join(f"{k} {m[k]:.3f}" for k in keys if k in m)
 
 
@@ -233,10 +233,10 @@ def _plots(out_dir: Path, results: dict, policies: dict, ns: list[int], history:
     ykey, ylabel = (("gold/sampled_score_mean", "gold score (sampled responses)") if gold else
                     ("rm/sampled_score_mean", "normalized RM score (sampled responses)") if has_rm else (None, None))
     if ykey:
-        points = {n: (m["kl_to_sft"], m["kl_to_sft_sem"], m[ykey], m[ykey.replace("mean", "sem")])
-                  for n, m in results.items() if n in policies and "kl_to_sft" in m}
+        points = {n: (m["kl/sft_mean"], m["kl/sft_sem"], m[ykey], m[ykey.replace("mean", "sem")])
+                  for n, m in results.items() if n in policies and "kl/sft_mean" in m}
         bkey = ykey.replace("sampled_", "")  # best-of-n's chosen responses are samples already
-        bon = [(n, r["kl_to_sft"], r[bkey], r[bkey.replace("mean", "sem")])
+        bon = [(n, r["kl/sft_mean"], r[bkey], r[bkey.replace("mean", "sem")])
                for n in ns if (r := results.get(f"bon_{n}"))]
         frontier_plot(points, bon, out_dir / FRONTIER_PNG, ylabel)
     else:
@@ -244,7 +244,7 @@ def _plots(out_dir: Path, results: dict, policies: dict, ns: list[int], history:
     # Over-optimization: PPO's own history.
     if history:
         ppo = results.get("ppo", {})
-        final = (ppo["kl_to_sft"], ppo.get("gold/score_mean"), ppo.get("rm/score_mean")) if "kl_to_sft" in ppo else None
+        final = (ppo["kl/sft_mean"], ppo.get("gold/score_mean"), ppo.get("rm/score_mean")) if "kl/sft_mean" in ppo else None
         overoptimization_plot(history, out_dir / OVEROPT_PNG, final)
         note = f"{len(history)} evaluation points from ppo/history.jsonl"
     else:

@@ -174,15 +174,16 @@ def run(cfg: DictConfig) -> float:
 
     def monitor(iteration: int, stats: dict) -> None:
         with autocast:
-            snap, texts = policy_snapshot(models, tokenizer, val_prompts, val_ids, spec, cfg.generation.max_new_tokens,
-                                          cfg.generation.temperature, p.micro_batch_size, gold)
+            snap, greedy, _ = policy_snapshot(models, tokenizer, val_prompts, val_ids, spec,
+                                              cfg.generation.max_new_tokens, cfg.generation.temperature,
+                                              p.micro_batch_size, gold)
         row = {"iteration": iteration, "samples": iteration * p.rollout_batch_size,
                "ppo/kl_ref": stats.get("ppo/kl_ref", 0.0), **snap}
         if is_main_process():
             append_history(out_dir, row)
         stats.update(snap)
         tracker.log_table("samples", ["iteration", "prompt", "response"],
-                          [[iteration, q, r] for q, r in zip(val_prompts, texts)][: cfg.eval.num_samples_logged])
+                          [[iteration, q, r] for q, r in zip(val_prompts, greedy.texts)][: cfg.eval.num_samples_logged])
         log.info("monitor @%d: %s", iteration, json.dumps({k: round(v, 4) for k, v in snap.items()}))
 
     # Every process joins the monitor under ZeRO-3 (each forward pass gathers weights); rank 0 alone otherwise.
@@ -256,7 +257,8 @@ def run(cfg: DictConfig) -> float:
         models = _finish_deepspeed(engines, models, dp, tokenizer, out_dir, policy_path, rm_path, device)
         if models is None:  # not rank 0
             return float("nan")
-    metrics = {k: v for k, v in last.items() if not k.startswith("timing/")}
+    # The monitor's held-out scores are in history.jsonl; metrics.json's gold/rm/kl/gen come from the test prompts.
+    metrics = {k: v for k, v in last.items() if not k.startswith(("timing/", "gold/", "rm/", "kl/", "gen/"))}
     metrics.update({
         "ppo/iterations": p.total_iterations,
         "ppo/kl_coef_final": kl_ctl.value,
@@ -280,7 +282,7 @@ def run(cfg: DictConfig) -> float:
     write_metrics(out_dir, metrics)
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
-    return metrics.get("gold/win_rate_vs_sft", metrics.get("proxy/score_mean", float("nan")))
+    return metrics.get("gold/win_rate_vs_sft", metrics.get("rm/score_mean", float("nan")))
 
 
 def _update(models, exp, steps, dp, cfg, it, autocast, ptx, sizes, train_policy: bool) -> dict[str, float]:
@@ -359,37 +361,37 @@ def _micro_step(models, micro, cfg, share: float, rows: float, autocast, ptx, tr
 
 @torch.no_grad()
 def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[str, float]:
-    """PPO vs. SFT (the reference) on the test prompts: greedy gold score, win rate, proxy, KL."""
-    from align.eval.gold import gold_metrics, gold_win_rate, sample_rows
+    """PPO vs. SFT (the reference) on the test prompts: gold and reward-model scores, win rates, KL."""
+    from align.eval.gold import gold_metrics, sample_rows
+    from align.eval.policy import compare_with
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
     prompts = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
-    out, ppo_texts = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
-                                     cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
-    out = {("ppo/kl_ref_test" if k == "eval/kl_ref" else k): v for k, v in out.items()}
-    sft_texts, sft_proxy, sft_len, sft_ended = [], [], [], []
+    out, ppo, ppo_rm = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
+                                       cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
+    sft, sft_rm = Generations(), []
     with models.reference() as ref:
         for start in range(0, len(ids), cfg.ppo.micro_batch_size):
             r = generate_rollout(ref, ids[start : start + cfg.ppo.micro_batch_size], spec.eos_token_id,
                                  spec.pad_token_id, cfg.generation.max_new_tokens, do_sample=False)
-            sft_texts += decode_responses(tokenizer, r)
-            sft_len += r.response_lengths().tolist()
-            sft_ended += r.ended.tolist()
-            sft_proxy += score_rollout(models, r, spec, cfg.ppo.micro_batch_size)[0].tolist()
-    out["sft/proxy/score_mean"] = sum(sft_proxy) / len(sft_proxy)
+            lengths = r.response_lengths().tolist()
+            sft.prompts += prompts[start : start + cfg.ppo.micro_batch_size]
+            sft.prompt_ids += ids[start : start + cfg.ppo.micro_batch_size]
+            sft.response_ids += [row[:n] for row, n in zip(r.responses.tolist(), lengths)]
+            sft.texts += decode_responses(tokenizer, r)
+            sft.ended += r.ended.tolist()
+            sft_rm += score_rollout(models, r, spec, cfg.ppo.micro_batch_size)[0].tolist()
     if gold:
-        full = gold_metrics(prompts, Generations(ppo_texts, [0] * len(prompts), [True] * len(prompts)))
-        out.update({k: v for k, v in full.items() if k.startswith(("gold/correct", "gold/perfect", "gold/score/"))})
-        sft = gold_metrics(prompts, Generations(sft_texts, sft_len, sft_ended), prefix="sft/gold/")
-        out.update({k: v for k, v in sft.items() if k.startswith(("sft/gold/score", "sft/gold/correct", "sft/gold/perfect"))})
-        out["gold/win_rate_vs_sft"] = gold_win_rate(prompts, ppo_texts, sft_texts)
-        rows = [[q, s, r, g] for (q, r, g), s in zip(sample_rows(prompts, Generations(ppo_texts, [], []), 8), sft_texts)]
+        out.update(gold_metrics(prompts, ppo))
+    out.update(compare_with(prompts, ppo, sft, name="sft", gold=gold, rm=ppo_rm, baseline_rm=sft_rm))
+    if gold:
+        rows = [[q, s, r, g] for (q, r, g), s in zip(sample_rows(prompts, ppo, 8), sft.texts)]
         tracker.log_table("final_samples", ["prompt", "sft", "ppo", "ppo_gold"], rows)
         log.info("test prompts: gold PPO %.3f vs SFT %.3f, win rate %.3f", out["gold/score_mean"],
-                 out["sft/gold/score_mean"], out["gold/win_rate_vs_sft"])
-    for q, s, r in list(zip(prompts, sft_texts, ppo_texts))[:4]:
+                 out["gold/sft_score_mean"], out["gold/win_rate_vs_sft"])
+    for q, s, r in list(zip(prompts, sft.texts, ppo.texts))[:4]:
         log.info("sample | %s\n  sft: %s\n  ppo: %s", q, s, r)
     return out
 

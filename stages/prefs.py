@@ -32,7 +32,7 @@ from align.data import load_prompts
 from align.farm import gold_score
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
-from align.generation import generate_responses
+from align.generation import generate
 from align.models.loading import load_causal_lm, load_tokenizer
 from align.outputs import atomic_write_text, write_metrics
 
@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> float:
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.
         samples: list[list[str]] = [[] for _ in prompts]
         for round_ in range(cfg.num_policy_samples):
-            gens = generate_responses(
+            gens = generate(
                 policy, tokenizer, prompts, do_sample=True, desc=f"{split} samples {round_ + 1}",
                 **to_plain(cfg.sampling),
             )

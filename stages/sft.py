@@ -35,7 +35,8 @@ from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, load_sft_dataset
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, is_main_process
 from align.eval.gold import gold_metrics, sample_rows
-from align.generation import generate_responses
+from align.eval.policy import compare_with, generation_metrics
+from align.generation import generate
 from align.models.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
 from align.models.loading import (
     count_parameters,
@@ -83,8 +84,7 @@ def run(cfg: DictConfig) -> float:
         quantization_config=quantization_config(to_plain(cfg.peft.get("quantization"))),
         attn_implementation=cfg.model.attn_implementation,
     )
-    base_metrics = (_gold(model, tokenizer, gold_prompts, cfg, prefix="gold/base_")
-                    if gold_prompts and is_main_process() else {})
+    base_gens = _greedy(model, tokenizer, gold_prompts, cfg, "base") if gold_prompts and is_main_process() else None
 
     # 4. Train.
     tracker = open_tracker(cfg, out_dir)
@@ -136,33 +136,27 @@ def run(cfg: DictConfig) -> float:
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
-        **base_metrics,
     }
-    if gold_prompts:
-        gold = _gold(trained, tokenizer, gold_prompts, cfg, prefix="gold/", tracker=tracker)
-        metrics.update(gold)
-        metrics["gold/gain"] = gold["gold/score_mean"] - base_metrics["gold/base_score_mean"]
-        log.info(
-            "gold score: start %.3f -> trained %.3f",
-            base_metrics["gold/base_score_mean"], gold["gold/score_mean"],
-        )
+    if gold_prompts:  # the trained model against its starting model ("base") on the same prompts
+        gens = _greedy(trained, tokenizer, gold_prompts, cfg, "sft")
+        tracker.log_table("samples", ["prompt", "response", "gold"], sample_rows(gold_prompts, gens, cfg.gold.num_samples_logged))
+        metrics.update(gold_metrics(gold_prompts, gens))
+        metrics.update(generation_metrics(gens))
+        metrics.update(compare_with(gold_prompts, gens, base_gens, name="base", gold=True))
+        log.info("gold score: start %.3f -> trained %.3f (win rate %.3f)", metrics["gold/base_score_mean"],
+                 metrics["gold/score_mean"], metrics["gold/win_rate_vs_base"])
     write_metrics(out_dir, metrics)
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics["gold/score_mean"] if gold_prompts else -eval_loss
 
 
-def _gold(model, tokenizer, prompts, cfg, prefix, tracker=None) -> dict:
-    """Greedy responses to ``prompts`` scored by the gold oracle."""
-    gens = generate_responses(
-        model, tokenizer, prompts, max_new_tokens=cfg.gold.max_new_tokens,
-        batch_size=cfg.gold.batch_size, desc=f"{prefix}generate",
-    )
-    if tracker is not None:
-        tracker.log_table("samples", ["prompt", "response", "gold"], sample_rows(prompts, gens, cfg.gold.num_samples_logged))
+def _greedy(model, tokenizer, prompts, cfg, name: str):
+    """Greedy responses to the gold prompts (a few logged with their gold score)."""
+    gens = generate(model, tokenizer, prompts, cfg.gold.max_new_tokens, cfg.gold.batch_size, desc=f"{name}: generate")
     for p, r, s in sample_rows(prompts, gens, 3):
-        log.info("%s sample | %s -> %s (gold %.2f)", prefix, p, r, s)
-    return gold_metrics(prompts, gens, prefix=prefix)
+        log.info("%s sample | %s -> %s (gold %.2f)", name, p, r, s)
+    return gens
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sft")

@@ -16,8 +16,8 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
     Returns:
         ``{prefix}score_mean``, ``{prefix}score_sem`` (standard error of the mean),
         ``{prefix}correct_frac`` (right on content, ``is_gold_correct``), ``{prefix}perfect_frac``
-        (score >= 0.99), ``{prefix}score/<family>`` per task family,
-        ``{prefix}response_len`` (mean tokens) and ``{prefix}no_eos_frac``.
+        (score >= 0.99) and ``{prefix}score/<family>`` per task family. Lengths are not gold:
+        :func:`align.eval.policy.generation_metrics`.
     """
     if len(prompts) != len(gens.texts):
         raise ValueError(f"{len(prompts)} prompts but {len(gens.texts)} responses.")
@@ -36,8 +36,6 @@ def gold_metrics(prompts: list[str], gens: Generations, prefix: str = "gold/") -
         f"{prefix}score_sem": math.sqrt(var / n),
         f"{prefix}correct_frac": sum(d["correctness"] == 1.0 and d["score"] > 0 for d in details) / n,
         f"{prefix}perfect_frac": sum(s >= 0.99 for s in scores) / n,
-        f"{prefix}response_len": sum(gens.num_tokens) / n,
-        f"{prefix}no_eos_frac": sum(not e for e in gens.ended) / n,
     }
     for fam, vals in sorted(by_family.items()):
         out[f"{prefix}score/{fam}"] = sum(vals) / len(vals)

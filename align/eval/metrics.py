@@ -13,16 +13,11 @@ n draws' rewards never tie).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
-
-HISTORY_KEYS = ("iteration", "samples", "gold/score_mean", "gold/sampled_score_mean", "proxy/score_mean",
-                "proxy/sampled_score_mean", "ppo/kl_ref")
 
 
 def mean_sem(values: Sequence[float] | Tensor) -> tuple[float, float]:
@@ -95,23 +90,3 @@ def win_rate(scores: Sequence[float], baseline: Sequence[float]) -> float:
     if len(scores) != len(baseline) or not scores:
         raise ValueError(f"win_rate needs two equal, non-empty lists; got {len(scores)} and {len(baseline)}.")
     return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, baseline)) / len(scores)
-
-
-def read_history(path: str | Path) -> list[dict]:
-    """PPO's ``history.jsonl``: one JSON object per evaluation step, sorted by ``iteration``.
-
-    Rows may lack keys (a run without an oracle has no ``gold/*``); a missing file or a line that
-    is not a JSON object raises ``ValueError`` naming the line.
-    """
-    rows = []
-    for no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{no}: not JSON ({e.msg}); history.jsonl holds one JSON object per line.") from e
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{no}: expected a JSON object, got {type(row).__name__}.")
-        rows.append(row)
-    return sorted(rows, key=lambda r: r.get("iteration", 0))

@@ -96,7 +96,7 @@ def overoptimization_plot(
 
     Args:
         history: Rows of ``ppo/history.jsonl`` (:func:`align.eval.metrics.read_history`).
-        final: ``(kl_to_sft, gold, proxy)`` of ``ppo/final`` measured by eval; marked with stars
+        final: ``(kl/sft_mean, gold, rm)`` of ``ppo/final`` measured by eval; marked with stars
             when x is KL (the history's KL is to PPO's reference, which is SFT by default).
     """
     xkey = next((k for k in ("ppo/kl_ref", "samples", "iteration") if all(_finite(r.get(k)) for r in history)), None)
@@ -108,8 +108,8 @@ def overoptimization_plot(
     handles = []
     for ax, key, color, label in ((ax_gold, "gold/score_mean", "tab:orange", "gold"),
                                   (ax_gold, "gold/sampled_score_mean", "tab:orange", "gold (sampled)"),
-                                  (ax_proxy, "proxy/score_mean", "tab:blue", "proxy (RM)"),
-                                  (ax_proxy, "proxy/sampled_score_mean", "tab:blue", "proxy (RM, sampled)")):
+                                  (ax_proxy, "rm/score_mean", "tab:blue", "proxy (RM)"),
+                                  (ax_proxy, "rm/sampled_score_mean", "tab:blue", "proxy (RM, sampled)")):
         pts = [(x, r[key]) for x, r in zip(xs, history) if _finite(r.get(key))]
         if pts:
             style = "--" if "sampled" in key else "-"

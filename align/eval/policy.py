@@ -1,23 +1,25 @@
 """Evaluate policies against the SFT reference: responses, KL to SFT, reward-model and gold scores.
 
-Each policy is measured on the same held-out prompts in two ways:
+Each policy is measured on the same held-out prompts in two ways (both through the project's one
+generation path, :func:`align.generation.generate`):
 
-* **greedy** responses (:func:`align.generation.generate_responses`): gold score, gold win rate
-  against SFT's greedy responses, reward-model score, length, fraction without EOS;
-* **sampled** responses at the sampling temperature (:func:`sample_responses`, which keeps the
-  token ids): the sequence KL to SFT, from teacher-forced log-probabilities of those very ids
-  under the policy and under SFT (:func:`sequence_logprobs`, :func:`align.eval.metrics.sequence_kl`),
-  and the gold / reward-model score of the same samples (the frontier plot's y-axis).
+* **greedy** responses: gold score, reward-model score, length, fraction without EOS; and, against
+  a baseline's greedy responses, win rates (:func:`compare_with`);
+* **sampled** responses at the sampling temperature (full softmax): the sequence KL to SFT, from
+  teacher-forced log-probabilities of those very ids under the policy and under SFT
+  (:func:`measure_kl`), and the gold / reward-model score of the same samples (the frontier
+  plot's y-axis).
 
-Best-of-n draws N samples per prompt from SFT once, scores them with the reward model and keeps
-the best of the first n for every n (:func:`best_of_n`). Metric names are relative to a policy
-(``gold/score_mean``, ``kl_to_sft``, ...); the stage prefixes them with the policy name.
+:func:`compare_with` is the one "policy vs. baseline" comparison of the pipeline: the ``sft``,
+``dpo`` and ``ppo`` stages and ``eval`` all call it. Best-of-n draws N samples per prompt from SFT
+once, scores them with the reward model and keeps the best of the first n for every n
+(:func:`best_of_n`). Metric names are relative to a policy (``gold/score_mean``, ``kl/sft_mean``,
+...); the eval stage prefixes them with the policy name.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,85 +29,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from align.eval.gold import gold_metrics, gold_win_rate
 from align.eval.metrics import best_of_n_indices, best_of_n_kl, mean_sem, sequence_kl, win_rate
 from align.farm import gold_score
-from align.generation import Generations, chat_prompt_ids, generate_responses
+from align.generation import Generations, generate
 from align.masked import masked_sequence_sum
 from align.rm.folder import RewardScorer
 
 log = logging.getLogger(__name__)
 
 REFERENCE = "sft"
-
-
-@dataclass
-class Samples:
-    """Sampled responses with their token ids (what the KL estimator needs).
-
-    Attributes:
-        prompts: The user prompt of each sample (a prompt repeats for several samples).
-        prompt_ids: Chat-template ids of each prompt, ending with the assistant header.
-        response_ids: Generated ids up to and including the first EOS (all of them without EOS).
-        texts: Decoded responses, special tokens skipped, stripped.
-        ended: Whether each response produced EOS within the length limit.
-    """
-
-    prompts: list[str]
-    prompt_ids: list[list[int]]
-    response_ids: list[list[int]]
-    texts: list[str]
-    ended: list[bool]
-
-    def generations(self) -> Generations:
-        return Generations(texts=self.texts, num_tokens=[len(r) for r in self.response_ids], ended=self.ended)
-
-    def take(self, index: list[int]) -> Samples:
-        """The samples at ``index``, in that order."""
-        return Samples(*([getattr(self, f)[i] for i in index] for f in ("prompts", "prompt_ids", "response_ids", "texts", "ended")))
-
-
-@torch.no_grad()
-def sample_responses(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    max_new_tokens: int,
-    batch_size: int,
-    temperature: float = 1.0,
-    num_per_prompt: int = 1,
-    desc: str = "sample",
-) -> Samples:
-    """Sample ``num_per_prompt`` responses per prompt from the full softmax at ``temperature``.
-
-    ``top_k=0`` and ``top_p=1`` are passed explicitly: transformers' default ``top_k=50`` would
-    otherwise truncate the distribution, and the KL estimator needs samples from the policy
-    itself. Samples of one prompt are consecutive. Seed the global RNG before calling.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    ids_of = {p: chat_prompt_ids(tokenizer, p) for p in dict.fromkeys(prompts)}
-    flat = [p for p in prompts for _ in range(num_per_prompt)]
-    out = Samples([], [], [], [], [])
-    for start in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False):
-        batch = flat[start : start + batch_size]
-        rows = [ids_of[p] for p in batch]
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        gen = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-            do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-            eos_token_id=eos, pad_token_id=pad, use_cache=True,
-        )
-        for p, ids, row in zip(batch, rows, gen[:, width:].tolist()):
-            n = row.index(eos) + 1 if eos in row else len(row)
-            out.prompts.append(p)
-            out.prompt_ids.append(ids)
-            out.response_ids.append(row[:n])
-            out.ended.append(eos in row)
-            out.texts.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
-    model.train(was_training)
-    return out
 
 
 @torch.no_grad()
@@ -188,6 +118,94 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or p.parts[:1] == ("outputs",) or len(p.parts) > 2
 
 
+def measure_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    samples: Generations,
+    pad_token_id: int,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    own: torch.Tensor | None = None,
+    desc: str = "kl",
+) -> dict[str, float]:
+    """Sequence-level ``KL(policy || reference)`` on the policy's own samples, by teacher forcing.
+
+    ``KL = E_{y ~ pi}[log pi(y|x) - log ref(y|x)]`` (Stiennon et al. 2020, sec. 3.4; the quantity
+    DPO's beta regularises, Rafailov et al. 2023, eq. 3), estimated from ``samples`` drawn from
+    ``policy`` at ``temperature`` with the full softmax (:func:`align.generation.generate`).
+
+    Args:
+        own: The policy's log-probabilities of ``samples`` when already computed.
+
+    Returns:
+        ``kl/sft_mean`` and ``kl/sft_sem`` (nats per sequence; the reference is SFT everywhere).
+    """
+    if own is None:
+        own = sequence_logprobs(policy, samples.prompt_ids, samples.response_ids, pad_token_id, batch_size,
+                                temperature, desc=f"{desc} policy")
+    if reference is policy:
+        ref = own  # KL(sft || sft) = 0 exactly, without a second pass
+    else:
+        ref = sequence_logprobs(reference, samples.prompt_ids, samples.response_ids, pad_token_id, batch_size,
+                                temperature, desc=f"{desc} reference")
+    mean, sem = sequence_kl(own, ref)
+    return {"kl/sft_mean": mean, "kl/sft_sem": sem}
+
+
+def generation_metrics(gens: Generations, prefix: str = "gen/") -> dict[str, float]:
+    """``{prefix}response_len`` (mean tokens, EOS included) and ``{prefix}no_eos_frac``."""
+    n = len(gens)
+    if not n:
+        raise ValueError("generation_metrics needs at least one response.")
+    return {f"{prefix}response_len": sum(gens.num_tokens) / n, f"{prefix}no_eos_frac": sum(not e for e in gens.ended) / n}
+
+
+def compare_with(
+    prompts: list[str],
+    policy: Generations,
+    baseline: Generations,
+    *,
+    name: str = REFERENCE,
+    gold: bool,
+    rm: list[float] | None = None,
+    baseline_rm: list[float] | None = None,
+    baseline_metrics: bool = True,
+) -> dict[str, float]:
+    """A policy's greedy responses against a baseline's on the same prompts (ties count half).
+
+    Args:
+        prompts: One per response of each side.
+        policy, baseline: Their responses (the baseline is ``sft`` for dpo, ppo and eval; the
+            starting model, ``base``, for sft).
+        name: The baseline's name in the metric names.
+        gold: Score with the farm's gold oracle.
+        rm, baseline_rm: Reward-model scores of each side (both or neither).
+        baseline_metrics: Also report the baseline's own scores (False when a table has a row
+            for the baseline already, as in eval).
+
+    Returns:
+        ``gold/win_rate_vs_<name>``, ``rm/win_rate_vs_<name>``; with ``baseline_metrics`` also
+        ``gold/<name>_*`` (:func:`align.eval.gold.gold_metrics` of the baseline),
+        ``gold/gain_vs_<name>`` (gold score difference), ``rm/<name>_score_mean`` and
+        ``gen/<name>_response_len``/``gen/<name>_no_eos_frac``.
+    """
+    m: dict[str, float] = {}
+    if gold:
+        m[f"gold/win_rate_vs_{name}"] = gold_win_rate(prompts, policy.texts, baseline.texts)
+    if rm is not None and baseline_rm is not None:
+        m[f"rm/win_rate_vs_{name}"] = win_rate(rm, baseline_rm)
+    if not baseline_metrics:
+        return m
+    m.update(generation_metrics(baseline, prefix=f"gen/{name}_"))
+    if gold:
+        base = gold_metrics(prompts, baseline, prefix=f"gold/{name}_")
+        m.update(base)
+        m[f"gold/gain_vs_{name}"] = gold_metrics(prompts, policy)["gold/score_mean"] - base[f"gold/{name}_score_mean"]
+    if baseline_rm is not None:
+        m[f"rm/{name}_score_mean"], m[f"rm/{name}_score_sem"] = mean_sem(baseline_rm)
+    return m
+
+
 def evaluate_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -202,68 +220,44 @@ def evaluate_policy(
     num_samples: int,
     logprob_batch_size: int,
     desc: str = "policy",
-) -> tuple[dict[str, float], Generations, Samples, list[float] | None]:
+) -> tuple[dict[str, float], Generations, Generations, list[float] | None]:
     """Greedy and sampled responses of one policy and everything measured on them.
 
     Args:
-        reference: The SFT model for the KL, or None (the policy *is* SFT, KL = 0 exactly; or its
-            tokenizer differs from SFT's, and there is no KL).
+        reference: The SFT model for the KL, or None (its tokenizer differs from SFT's, and there
+            is no KL). The policy itself when it *is* SFT (KL = 0 exactly).
         scorer: The reward model, or None (no ``rm/*``).
         gold: Score with the farm's gold oracle (``gold/*``).
         num_samples: Sampled responses per prompt for the KL and the sampled scores.
 
     Returns:
         ``(metrics, greedy generations, samples, reward-model scores of the greedy responses)``.
-        Metrics: ``response_len``, ``no_eos_frac``, ``sampled_response_len``, ``sampled_no_eos_frac``,
-        ``kl_to_sft``/``kl_to_sft_sem`` (when measurable), ``rm/score_mean``/``rm/score_sem``,
-        ``rm/sampled_score_mean``, and ``gold/*`` from :func:`align.eval.gold.gold_metrics` plus
-        ``gold/sampled_score_mean``/``gold/sampled_score_sem``. Win rates need the SFT responses:
-        see :func:`win_rates`.
+        Metrics: ``gen/*`` (:func:`generation_metrics`) of the greedy and (``gen/sampled_*``) the
+        sampled responses, ``kl/sft_mean``/``kl/sft_sem`` (when measurable), ``rm/score_mean``/
+        ``rm/score_sem``, ``rm/sampled_score_mean``, and ``gold/*`` from
+        :func:`align.eval.gold.gold_metrics` plus ``gold/sampled_score_mean``/``gold/sampled_score_sem``.
+        Win rates need a baseline's responses: see :func:`compare_with`.
     """
-    greedy = generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                desc=f"{desc} greedy")
-    samples = sample_responses(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, num_samples,
-                               desc=f"{desc} sample")
-    n = len(prompts)
-    m: dict[str, float] = {
-        "response_len": sum(greedy.num_tokens) / n,
-        "no_eos_frac": sum(not e for e in greedy.ended) / n,
-        "sampled_response_len": sum(len(r) for r in samples.response_ids) / len(samples.texts),
-        "sampled_no_eos_frac": sum(not e for e in samples.ended) / len(samples.texts),
-    }
+    greedy = generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc=f"{desc} greedy")
+    samples = generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=True, temperature=temperature,
+                       num_per_prompt=num_samples, desc=f"{desc} sample")
+    m = {**generation_metrics(greedy), **generation_metrics(samples, prefix="gen/sampled_")}
     own = sequence_logprobs(model, samples.prompt_ids, samples.response_ids, tokenizer.pad_token_id,
                             logprob_batch_size, temperature, desc=f"{desc} logprobs")
-    if reference is model:
-        ref = own  # KL(sft || sft) = 0 exactly, without a second pass
-    elif reference is not None:
-        ref = sequence_logprobs(reference, samples.prompt_ids, samples.response_ids, tokenizer.pad_token_id,
-                                logprob_batch_size, temperature, desc=f"{desc} sft logprobs")
     if reference is not None:
-        m["kl_to_sft"], m["kl_to_sft_sem"] = sequence_kl(own, ref)
+        m.update(measure_kl(model, reference, samples, tokenizer.pad_token_id, logprob_batch_size, temperature, own,
+                            desc=f"{desc} sft"))
     rm_greedy = None
     if scorer is not None:
         rm_greedy = scorer(prompts, greedy.texts)
         m["rm/score_mean"], m["rm/score_sem"] = mean_sem(rm_greedy)
         m["rm/sampled_score_mean"], m["rm/sampled_score_sem"] = mean_sem(scorer(samples.prompts, samples.texts))
     if gold:
-        g = gold_metrics(prompts, greedy, prefix="gold/")
-        m.update({k: v for k, v in g.items() if k not in ("gold/response_len", "gold/no_eos_frac")})
+        m.update(gold_metrics(prompts, greedy, prefix="gold/"))
         m["gold/sampled_score_mean"], m["gold/sampled_score_sem"] = mean_sem(
             [gold_score(p, t) for p, t in zip(samples.prompts, samples.texts)]
         )
     return m, greedy, samples, rm_greedy
-
-
-def win_rates(
-    prompts: list[str], texts: list[str], sft_texts: list[str], rm: list[float] | None, sft_rm: list[float] | None, gold: bool
-) -> dict[str, float]:
-    """``gold/win_rate_vs_sft`` (gold oracle) and ``rm/win_rate_vs_sft`` (reward model), ties half."""
-    m = {}
-    if gold:
-        m["gold/win_rate_vs_sft"] = gold_win_rate(prompts, texts, sft_texts)
-    if rm is not None and sft_rm is not None:
-        m["rm/win_rate_vs_sft"] = win_rate(rm, sft_rm)
-    return m
 
 
 def best_of_n(
@@ -274,7 +268,7 @@ def best_of_n(
     scorer: RewardScorer,
     *,
     gold: bool,
-    sft_texts: list[str],
+    sft: Generations,
     sft_rm: list[float],
     max_new_tokens: int,
     batch_size: int,
@@ -283,32 +277,27 @@ def best_of_n(
     """Best-of-n sampling from SFT with the reward model, for every n in ``ns`` from one draw of max(ns).
 
     Args:
+        sft, sft_rm: SFT's greedy responses and their reward-model scores (the win rates' baseline).
         batch_size: Sequences per ``generate`` call for the ``len(prompts) * max(ns)`` draws.
 
     Returns:
         ``({n: metrics}, {n: chosen texts})``; metrics as :func:`evaluate_policy` names them for
-        greedy responses (the chosen samples take the greedy columns), ``kl_to_sft`` analytic
+        greedy responses (the chosen samples take the greedy columns), ``kl/sft_mean`` analytic
         (:func:`align.eval.metrics.best_of_n_kl`), and win rates against SFT's greedy responses.
     """
     n_max = max(ns)
-    draws = sample_responses(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, n_max,
-                             desc=f"best-of-{n_max} sample")
+    draws = generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=True, temperature=temperature,
+                     num_per_prompt=n_max, desc=f"best-of-{n_max} sample")
     scores = torch.tensor(scorer(draws.prompts, draws.texts)).view(len(prompts), n_max)
     results, texts = {}, {}
     for n in ns:
         pick = best_of_n_indices(scores, n)
         chosen = draws.take([i * n_max + int(j) for i, j in enumerate(pick)])
         rm = scores[torch.arange(len(prompts)), pick].tolist()
-        gens = chosen.generations()
-        m = {
-            "kl_to_sft": best_of_n_kl(n),
-            "response_len": sum(gens.num_tokens) / len(prompts),
-            "no_eos_frac": sum(not e for e in gens.ended) / len(prompts),
-        }
+        m = {"kl/sft_mean": best_of_n_kl(n), **generation_metrics(chosen)}
         m["rm/score_mean"], m["rm/score_sem"] = mean_sem(rm)
         if gold:
-            g = gold_metrics(prompts, gens, prefix="gold/")
-            m.update({k: v for k, v in g.items() if k not in ("gold/response_len", "gold/no_eos_frac")})
-        m.update(win_rates(prompts, gens.texts, sft_texts, rm, sft_rm, gold))
-        results[n], texts[n] = m, gens.texts
+            m.update(gold_metrics(prompts, chosen, prefix="gold/"))
+        m.update(compare_with(prompts, chosen, sft, gold=gold, rm=rm, baseline_rm=sft_rm, baseline_metrics=False))
+        results[n], texts[n] = m, chosen.texts
     return results, texts

@@ -19,9 +19,9 @@ COLUMNS = [
     ("RM", "rm/score_mean", "rm/score_sem", "normalized reward-model score of greedy responses"),
     ("RM (sampled)", "rm/sampled_score_mean", "rm/sampled_score_sem", "normalized reward-model score of sampled responses"),
     ("RM win vs SFT", "rm/win_rate_vs_sft", None, "reward-model win rate against SFT's greedy responses"),
-    ("KL to SFT", "kl_to_sft", "kl_to_sft_sem", "sequence KL(policy || SFT) in nats, from sampled responses (best-of-n: analytic)"),
-    ("length", "response_len", None, "mean greedy response length in tokens (EOS included)"),
-    ("no EOS", "no_eos_frac", None, "fraction of greedy responses that hit max_new_tokens without EOS"),
+    ("KL to SFT", "kl/sft_mean", "kl/sft_sem", "sequence KL(policy || SFT) in nats, from sampled responses (best-of-n: analytic)"),
+    ("length", "gen/response_len", None, "mean greedy response length in tokens (EOS included)"),
+    ("no EOS", "gen/no_eos_frac", None, "fraction of greedy responses that hit max_new_tokens without EOS"),
 ]
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from align.eval.metrics import read_history as parse_history
+from align.eval.gold import gold_metrics
+from align.eval.policy import generation_metrics
+from align.generation import Generations
 from align.outputs import atomic_write_text
 from align.ppo.experience_maker import RewardSpec, reference_logprobs, score_rollout
 from align.ppo.models import PPOModels, response_logprobs
@@ -36,48 +38,47 @@ def policy_snapshot(
     batch_size: int,
     gold: bool,
     sampled: bool = True,
-) -> tuple[dict[str, float], list[str]]:
-    """Greedy (and sampled) responses of the current policy, scored by proxy, gold and KL.
+) -> tuple[dict[str, float], Generations, list[float]]:
+    """Greedy (and sampled) responses of the current policy, scored by the reward model, gold and KL.
 
     Returns:
-        Metrics ``gold/score_mean``, ``proxy/score_mean``, ``eval/response_len``, ``eval/no_eos_frac``
-        for greedy decoding; ``gold/sampled_score_mean``, ``proxy/sampled_score_mean`` and
-        ``eval/kl_ref`` (mean k1 KL of sampled responses to the reference, summed over tokens) when
-        ``sampled``; gold keys only when ``gold``. And the greedy response texts.
+        Metrics ``rm/score_mean`` (normalized reward-model score), ``gen/response_len`` and
+        ``gen/no_eos_frac`` for greedy decoding, ``gold/score_mean`` with ``gold``;
+        ``rm/sampled_score_mean``, ``gold/sampled_score_mean`` and ``kl/sft_mean`` (mean k1 KL of
+        sampled responses to the reference, summed over tokens) when ``sampled``. Then the
+        greedy responses and their reward-model scores.
     """
-    from align.eval.gold import gold_metrics
-    from align.generation import Generations
-
     out: dict[str, float] = {}
-    greedy_texts: list[str] = []
+    greedy, greedy_rm = Generations(), []
     for kind in ("greedy", "sampled") if sampled else ("greedy",):
-        texts, proxy, kls, lengths, ended = [], [], [], [], []
+        gens, scores, kls = Generations(), [], []
         for start in range(0, len(prompt_ids), batch_size):
             rollout = generate_rollout(
                 models.policy, prompt_ids[start : start + batch_size], spec.eos_token_id, spec.pad_token_id,
                 max_new_tokens, do_sample=kind == "sampled", temperature=temperature,
             )
-            texts += decode_responses(tokenizer, rollout)
+            lengths = rollout.response_lengths().tolist()
+            gens.prompts += prompts[start : start + batch_size]
+            gens.prompt_ids += prompt_ids[start : start + batch_size]
+            gens.response_ids += [row[:n] for row, n in zip(rollout.responses.tolist(), lengths)]
+            gens.texts += decode_responses(tokenizer, rollout)
+            gens.ended += rollout.ended.tolist()
             raw, _ = score_rollout(models, rollout, spec, batch_size)
-            proxy += raw.tolist()
-            lengths += rollout.response_lengths().tolist()
-            ended += rollout.ended.tolist()
+            scores += raw.tolist()
             if kind == "sampled":
                 logp = response_logprobs(models.policy, rollout, temperature)
                 ref = reference_logprobs(models, rollout, temperature, batch_size)
                 kls += torch.where(rollout.response_mask, logp - ref, 0.0).sum(1).tolist()
         suffix = "" if kind == "greedy" else "sampled_"
-        out[f"proxy/{suffix}score_mean"] = sum(proxy) / len(proxy)
+        out[f"rm/{suffix}score_mean"] = sum(scores) / len(scores)
         if gold:
-            gens = Generations(texts=texts, num_tokens=lengths, ended=ended)
             out[f"gold/{suffix}score_mean"] = gold_metrics(prompts, gens)["gold/score_mean"]
         if kind == "greedy":
-            greedy_texts = texts
-            out["eval/response_len"] = sum(lengths) / len(lengths)
-            out["eval/no_eos_frac"] = 1.0 - sum(ended) / len(ended)
+            greedy, greedy_rm = gens, scores
+            out.update(generation_metrics(gens))
         else:
-            out["eval/kl_ref"] = sum(kls) / len(kls)
-    return out, greedy_texts
+            out["kl/sft_mean"] = sum(kls) / len(kls)
+    return out, greedy, greedy_rm
 
 
 def append_history(stage_dir: Path, row: dict) -> None:
@@ -86,12 +87,31 @@ def append_history(stage_dir: Path, row: dict) -> None:
     atomic_write_text(Path(stage_dir) / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_history(stage_dir: Path, up_to_iteration: int | None = None) -> list[dict]:
-    """The evaluation rows so far (on resume: those up to the checkpoint's iteration)."""
-    path = Path(stage_dir) / HISTORY_FILE
+def read_history(path: str | Path, up_to_iteration: int | None = None) -> list[dict]:
+    """PPO's ``history.jsonl`` (``path`` is the file or the stage folder): one JSON object per
+    evaluation step, sorted by ``iteration``; on resume only the rows up to ``up_to_iteration``.
+
+    Rows may lack keys (a run without an oracle has no ``gold/*``). A missing file is an empty
+    history; a line that is not a JSON object raises ``ValueError`` naming the line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY_FILE
     if not path.exists():
         return []
-    return [r for r in parse_history(path) if up_to_iteration is None or r["iteration"] <= up_to_iteration]
+    rows = []
+    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{no}: not JSON ({e.msg}); history.jsonl holds one JSON object per line.") from e
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{no}: expected a JSON object, got {type(row).__name__}.")
+        rows.append(row)
+    rows.sort(key=lambda r: r.get("iteration", 0))
+    return [r for r in rows if up_to_iteration is None or r["iteration"] <= up_to_iteration]
 
 
 def truncate_history(stage_dir: Path, up_to_iteration: int) -> None:
@@ -111,15 +131,15 @@ def plot_history(stage_dir: Path, rows: list[dict]) -> Path | None:
 
     it = [r["iteration"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, style in (("proxy/score_mean", "C0-o"), ("proxy/sampled_score_mean", "C0--"),
+    for key, style in (("rm/score_mean", "C0-o"), ("rm/sampled_score_mean", "C0--"),
                        ("gold/score_mean", "C2-o"), ("gold/sampled_score_mean", "C2--")):
         if key in rows[0]:
             ax.plot(it, [r[key] for r in rows], style, label=key)
     ax.set_xlabel("PPO iteration")
-    ax.set_ylabel("score (proxy: normalized RM; gold: oracle 0..1)")
-    if "eval/kl_ref" in rows[0]:
+    ax.set_ylabel("score (rm: normalized RM, the proxy; gold: oracle 0..1)")
+    if "kl/sft_mean" in rows[0]:
         ax2 = ax.twinx()
-        ax2.plot(it, [r["eval/kl_ref"] for r in rows], "C3:", label="KL to reference (sampled)")
+        ax2.plot(it, [r["kl/sft_mean"] for r in rows], "C3:", label="KL to reference (sampled)")
         ax2.set_ylabel("KL (nats)")
         ax2.legend(loc="lower right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from align.generation import generate_ids, sampling_args
 from align.ppo.rollout_utils import contains_eos, truncate_after_eos
 
 
@@ -55,16 +56,6 @@ class Rollout:
     def response_lengths(self) -> Tensor:
         """``[B]`` real response tokens per row (EOS included)."""
         return self.response_mask.sum(1)
-
-
-def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
-    """``[B, P]`` ids and attention mask, each prompt right-aligned so new tokens line up."""
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("left_pad: every prompt needs at least one token.")
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
-    return ids, mask
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:
@@ -109,9 +100,8 @@ def generate_rollout(
 
     Sampling is from the full softmax at ``temperature`` (``top_k=0``), the distribution whose
     log-probabilities PPO's ratio uses; ``top_p < 1`` makes them disagree slightly (as in TRL).
-    Generation stops when every row has produced EOS. A model with ZeRO-3-partitioned parameters
-    generates in lock-step with the other processes (``synced_gpus``): each forward pass gathers
-    layer weights from every process, so a process whose rows have ended keeps taking part.
+    The ``generate`` call is the project's one (:func:`align.generation.generate_ids`: lock-step
+    under ZeRO-3, stop when every row has produced EOS).
 
     Args:
         model: A causal LM (or PEFT model). Put into eval mode for the call, restored after.
@@ -125,39 +115,18 @@ def generate_rollout(
         row_seeds: With ``do_sample``, one seed per prompt: each row's randomness is its own
             (:mod:`align.ppo.seeded_sampling`), so the sample does not depend on the batch.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    prompt_ids, prompt_mask = left_pad(prompts, pad_token_id)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    processor = None
     if do_sample and row_seeds is not None:
         from transformers import LogitsProcessorList
 
         from align.ppo.seeded_sampling import RowSeededGumbel
 
-        gumbel = RowSeededGumbel(row_seeds, temperature, top_p, prompt_ids.shape[1])
-        sampling = {**greedy, "logits_processor": LogitsProcessorList([gumbel])}  # argmax(logits/T + noise)
-    elif do_sample:
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    else:
-        sampling = greedy
-    out = model.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True, synced_gpus=_lock_step(model),
-        **sampling,
-    )
-    model.train(was_training)
-    return build_rollout(prompt_ids, prompt_mask, out[:, prompt_ids.shape[1]:], eos_token_id, pad_token_id)
-
-
-def _lock_step(model) -> bool:
-    """Whether generation must run in lock-step: ZeRO-3-partitioned weights and several processes."""
-    import torch.distributed as dist
-
-    from align.distributed import is_partitioned
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and is_partitioned(model)
+        # argmax(logits / T + noise) over greedy decoding: each row's noise is its own.
+        processor = LogitsProcessorList([RowSeededGumbel(row_seeds, temperature, top_p, max(len(p) for p in prompts))])
+    sampling = sampling_args(do_sample and row_seeds is None, temperature, 0, top_p)
+    prompt_ids, prompt_mask, new = generate_ids(model, prompts, eos_token_id, pad_token_id, max_new_tokens, sampling,
+                                                processor)
+    return build_rollout(prompt_ids, prompt_mask, new, eos_token_id, pad_token_id)
 
 
 def decode_responses(tokenizer, rollout: Rollout) -> list[str]:

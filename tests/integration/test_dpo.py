@@ -33,11 +33,11 @@ def _check_policy_moved_and_reloads(stage, sft_dir):
 def test_dpo_cli_copy_reference_starts_at_log2_keeps_the_reference_and_reports(tiny_dpo):
     stage, sft_dir = tiny_dpo["run_dir"] / "dpo", tiny_dpo["run_dir"] / "sft" / "final"
     m = _metrics(stage)
-    for key in ("gold/score_mean", "gold/win_rate_vs_sft", "gold/sft_score_mean", "kl/ref_mean", "train/loss",
+    for key in ("gold/score_mean", "gold/win_rate_vs_sft", "gold/sft_score_mean", "kl/sft_mean", "train/loss",
                 "train/rewards/accuracies", "eval/loss", "eval/rewards/accuracies", "timing/train_s",
                 "model/parameters", "memory/peak_rss_train_mb", "data/train/rows_kept", "train/pairs"):
         assert m[key] is not None, key
-    assert 0.0 <= m["gold/win_rate_vs_sft"] <= 1.0 and math.isfinite(m["kl/ref_mean"])
+    assert 0.0 <= m["gold/win_rate_vs_sft"] <= 1.0 and math.isfinite(m["kl/sft_mean"])
     # Policy == reference at step 1, so the first logged DPO loss is -log sigmoid(0) = log 2.
     assert m["train/first_loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert m["train/trainable_delta_norm"] > 0 and m["train/steps"] == 3
@@ -71,7 +71,7 @@ def test_dpo_cli_reference_modes(tiny_prefs, tmp_path, mode, extra):
     else:
         # No reference model at all; no oracle: gold keys absent, KL still measured.
         assert m["ref/checksum_before"] is None
-        assert not any(k.startswith("gold/") for k in m) and math.isfinite(m["kl/ref_mean"])
+        assert not any(k.startswith("gold/") for k in m) and math.isfinite(m["kl/sft_mean"])
 
 
 def test_dpo_run_returns_minus_eval_loss_without_gold(tiny_sft, tmp_path):

@@ -46,8 +46,8 @@ def eval_run(tiny_rm, tmp_path_factory):
             shutil.copy(f, run_dir / "dpo" / "final" / f.name)
     # STAND-IN for PPO's history: proxy reward rises steadily, gold rises then falls (over-optimization).
     history = [{"iteration": i, "samples": 64 * i, "gold/score_mean": 0.4 + 0.05 * i - 0.008 * i * i,
-                "gold/sampled_score_mean": 0.3 + 0.04 * i - 0.007 * i * i, "proxy/score_mean": 0.2 * i,
-                "proxy/sampled_score_mean": 0.18 * i - 0.1, "ppo/kl_ref": 0.6 * i} for i in range(8)]
+                "gold/sampled_score_mean": 0.3 + 0.04 * i - 0.007 * i * i, "rm/score_mean": 0.2 * i,
+                "rm/sampled_score_mean": 0.18 * i - 0.1, "ppo/kl_ref": 0.6 * i} for i in range(8)]
     (run_dir / "ppo").mkdir()
     (run_dir / "ppo" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     run_stage_cli("eval", [f"paths.output_root={root}", "run=t", "logger=wandb", *EVAL_FAST])
@@ -62,18 +62,18 @@ def test_eval_cli_compares_every_policy_and_writes_report_and_plots(eval_run):
     assert m["eval/ppo_history_points"] == 8
     for name in ("base", "sft", "dpo"):
         for key in ("gold/score_mean", "gold/score_sem", "gold/win_rate_vs_sft", "gold/sampled_score_mean",
-                    "rm/score_mean", "rm/sampled_score_mean", "rm/win_rate_vs_sft", "kl_to_sft", "kl_to_sft_sem",
-                    "response_len", "no_eos_frac", "sampled_response_len", "sampled_no_eos_frac"):
+                    "rm/score_mean", "rm/sampled_score_mean", "rm/win_rate_vs_sft", "kl/sft_mean", "kl/sft_sem",
+                    "gen/response_len", "gen/no_eos_frac", "gen/sampled_response_len", "gen/sampled_no_eos_frac"):
             assert f"{name}/{key}" in m, f"{name}/{key}"
         assert 0 < m[f"{name}/response_len"] <= 12 and 0 <= m[f"{name}/no_eos_frac"] <= 1
     for n in (1, 4):
-        for key in ("gold/score_mean", "gold/win_rate_vs_sft", "rm/score_mean", "kl_to_sft", "response_len"):
+        for key in ("gold/score_mean", "gold/win_rate_vs_sft", "rm/score_mean", "kl/sft_mean", "gen/response_len"):
             assert f"bon_{n}/{key}" in m
     assert "bon_16/gold/score_mean" not in m  # best_of_n=[1,4]
     # The reference against itself: KL exactly 0, win rates exactly one half.
-    assert m["sft/kl_to_sft"] == 0.0 and m["sft/gold/win_rate_vs_sft"] == 0.5 and m["sft/rm/win_rate_vs_sft"] == 0.5
-    assert m["dpo/kl_to_sft"] > 0  # (base is 3 SFT steps from sft here: its KL is tiny and noisy)
-    assert m["bon_1/kl_to_sft"] == 0.0 and m["bon_4/kl_to_sft"] == pytest.approx(0.6363, abs=1e-4)
+    assert m["sft/kl/sft_mean"] == 0.0 and m["sft/gold/win_rate_vs_sft"] == 0.5 and m["sft/rm/win_rate_vs_sft"] == 0.5
+    assert m["dpo/kl/sft_mean"] > 0  # (base is 3 SFT steps from sft here: its KL is tiny and noisy)
+    assert m["bon_1/kl/sft_mean"] == 0.0 and m["bon_4/kl/sft_mean"] == pytest.approx(0.6363, abs=1e-4)
     # The reward model's pick among 4 draws scores at least as high (on the RM) as the first draw.
     assert m["bon_4/rm/score_mean"] >= m["bon_1/rm/score_mean"]
 
@@ -104,7 +104,7 @@ def test_eval_without_rm_gold_or_history(tiny_rm, tmp_path):
     assert m["eval/policies"] == "sft" and m["eval/missing"] == "base,ppo,dpo"
     assert not m["eval/gold"] and not m["eval/reward_model"]
     assert not any(k.startswith(("sft/gold/", "sft/rm/", "bon_")) for k in m)
-    assert m["sft/kl_to_sft"] == 0.0
+    assert m["sft/kl/sft_mean"] == 0.0
     assert "gold" not in (out / "report.md").read_text().split("## Results")[1].split("## Plots")[0].split("\n")[2]
     for png in ("eval_frontier.png", "eval_overoptimization.png", "eval_win_rates.png"):
         _png_ok(out / png)
@@ -123,14 +123,14 @@ def test_eval_refuses_bad_settings_before_loading(tmp_path):
 
 def test_teacher_forced_logprobs_do_not_depend_on_padding(tiny_rm):
     # Batched (right-padded, mixed lengths) log-probs equal one-sequence log-softmax sums.
-    from align.eval.policy import sample_responses, sequence_logprobs
-    from align.generation import chat_prompt_ids
+    from align.eval.policy import sequence_logprobs
+    from align.generation import chat_prompt_ids, generate
     from align.models.loading import load_tokenizer
 
     path = tiny_rm["run_dir"] / "sft" / "final"
     tok, model = load_tokenizer(str(path)), AutoModelForCausalLM.from_pretrained(path)
     torch.manual_seed(0)
-    s = sample_responses(model, tok, ["Say the word cat 3 times.", "What is 2 plus 3?"], 8, 4, num_per_prompt=2)
+    s = generate(model, tok, ["Say the word cat 3 times.", "What is 2 plus 3?"], 8, 4, do_sample=True, num_per_prompt=2)
     assert s.prompt_ids[0] == chat_prompt_ids(tok, "Say the word cat 3 times.") and len(s.texts) == 4
     batched = sequence_logprobs(model, s.prompt_ids, s.response_ids, tok.pad_token_id, batch_size=4)
     for i, (p, r) in enumerate(zip(s.prompt_ids, s.response_ids)):

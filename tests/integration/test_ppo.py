@@ -45,14 +45,14 @@ def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_mode
     m = json.loads((out / "metrics.json").read_text())
     for key in ("ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac", "ppo/approx_kl", "ppo/kl_ref", "ppo/kl_coef",
                 "ppo/entropy", "rollout/score_mean", "rollout/response_len", "rollout/no_eos_frac",
-                "gold/score_mean", "gold/win_rate_vs_sft", "sft/gold/score_mean", "perf/samples_per_s", "perf/peak_rss_mb"):
+                "gold/score_mean", "gold/win_rate_vs_sft", "gold/sft_score_mean", "rm/win_rate_vs_sft", "perf/samples_per_s", "perf/peak_rss_mb"):
         assert key in m, key
     assert m["train/policy_delta_norm"] > 0
     assert m["train/reference_unchanged"] is True
     assert 0.0 <= m["gold/win_rate_vs_sft"] <= 1.0
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in history] == [0, 2, 3]  # 0: the SFT policy
-    assert {"gold/score_mean", "proxy/score_mean", "proxy/sampled_score_mean", "eval/kl_ref"} <= set(history[0])
+    assert {"gold/score_mean", "rm/score_mean", "rm/sampled_score_mean", "kl/sft_mean", "gen/response_len"} <= set(history[0])
     _png_ok(out / "ppo_gold_vs_proxy.png")
     _generates(out / "final")
     if mode == "lora":

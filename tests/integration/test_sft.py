@@ -22,7 +22,7 @@ def test_full_sft_cli_chains_from_pretrain_and_reports_gold(tiny_sft):
     tiny_run = tiny_sft
     stage = tiny_run["run_dir"] / "sft"
     metrics = json.loads((stage / "metrics.json").read_text())
-    for key in ("eval/loss", "gold/score_mean", "gold/base_score_mean", "gold/gain", "data/train/rows_kept"):
+    for key in ("eval/loss", "gold/score_mean", "gold/base_score_mean", "gold/gain_vs_base", "gold/win_rate_vs_base", "data/train/rows_kept"):
         assert key in metrics, key
     assert metrics["data/train/rows_kept"] == 48
     assert metrics["train/trainable_delta_norm"] > 0

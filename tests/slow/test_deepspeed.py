@@ -163,8 +163,8 @@ PPO = ["ppo.allow_failed_rm=true", "ppo.total_iterations=3", "ppo.rollout_batch_
        "ppo.ppo_epochs=1", "ppo.ptx_coef=0", "generation.max_new_tokens=12", "generation.row_seeds=true",
        "eval.every=2", "eval.num_prompts=8", "eval.num_test_prompts=8", "checkpoint.every=2", "logger=none"]
 PPO_COMPARED = ("rollout/score_mean", "rollout/response_len", "ppo/kl_ref", "ppo/value_loss", "ppo/value_mean",
-                "ppo/return_mean", "ppo/entropy", "ppo/kl_coef", "gold/score_mean", "sft/gold/score_mean",
-                "proxy/score_mean", "gold/win_rate_vs_sft", "train/policy_delta_norm")
+                "ppo/return_mean", "ppo/entropy", "ppo/kl_coef", "gold/score_mean", "gold/sft_score_mean",
+                "rm/score_mean", "gold/win_rate_vs_sft", "train/policy_delta_norm")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_ppo_two_ranks_partition_and_match_one_process(tiny_rm, ppo_reference, z
     assert m2["train/policy_delta_norm"] > 0 and m2["train/reference_unchanged"] is True
     h1, h2 = ([json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()] for d in (ppo_reference, out))
     assert [r["iteration"] for r in h2] == [r["iteration"] for r in h1] == [0, 2, 3]
-    for key in ("gold/score_mean", "proxy/score_mean", "ppo/kl_ref"):  # greedy monitor responses: the same policy
+    for key in ("gold/score_mean", "rm/score_mean", "ppo/kl_ref"):  # greedy monitor responses: the same policy
         assert [r[key] for r in h2] == pytest.approx([r[key] for r in h1], rel=1e-4, abs=1e-6), key
     # final/ is a normal Hugging Face folder (ZeRO-3: gathered from the shards) with the weights
     # the one-process run trained.

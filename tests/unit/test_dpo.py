@@ -14,10 +14,10 @@ from align.dpo import (
     check_dpo_choice,
     loss_args,
     pairs_to_dataset,
-    sequence_kl,
     tokenize_pairs,
 )
-from align.eval.policy import sequence_logprobs
+from align.eval.policy import measure_kl, sequence_logprobs
+from align.generation import generate
 from align.models.tokenizer import train_tokenizer
 from align.rm.model import tokenize_response
 
@@ -126,13 +126,17 @@ def test_trainer_keeps_pretokenized_rows_as_they_are(tmp_path):
 
 
 def test_kl_is_zero_against_itself_and_positive_against_another_model():
+    # The DPO stage's KL: measure_kl on the policy's own samples from the one generation path.
     policy = _model(0)
     prompts = ["What is 7 plus 12?"] * 8
     torch.manual_seed(0)
-    same = sequence_kl(policy, _model(0), TOK, prompts, max_new_tokens=6, batch_size=4)
-    assert same["kl/ref_mean"] == pytest.approx(0.0, abs=1e-5) and 1 <= same["kl/response_len"] <= 6
-    other = sequence_kl(policy, _model(3), TOK, prompts, max_new_tokens=6, batch_size=4)
-    assert other["kl/ref_mean"] != pytest.approx(0.0, abs=1e-3)
+    samples = generate(policy, TOK, prompts, max_new_tokens=6, batch_size=4, do_sample=True)
+    assert all(1 <= n <= 6 for n in samples.num_tokens)
+    same = measure_kl(policy, _model(0), samples, TOK.pad_token_id)
+    assert same["kl/sft_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert measure_kl(policy, policy, samples, TOK.pad_token_id) == {"kl/sft_mean": 0.0, "kl/sft_sem": 0.0}
+    other = measure_kl(policy, _model(3), samples, TOK.pad_token_id)
+    assert other["kl/sft_mean"] != pytest.approx(0.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("kw,match", [

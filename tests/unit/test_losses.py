@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from align.losses import (
-    pairwise_loss,
     plackett_luce_loss,
-    ranked_pair_accuracy,
     ranked_pairwise_loss,
     reward_centering_loss,
 )
@@ -25,49 +23,24 @@ def t(*rows):
     return torch.tensor(rows, dtype=torch.float32)
 
 
-# ---------------------------------------------------------------------------------- pairwise
-
-
-def test_pairwise_hand_worked():
-    # pair 1: sp(2 - 0) = 0.126928; pair 2: sp(0 - 0) = 0.693147; mean = 0.410038
-    loss = pairwise_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]))
-    assert loss.item() == pytest.approx(0.410038, abs=1e-6)
-
-
-def test_pairwise_gradient_hand_worked():
-    # d sp(c - r) / dc = -sigmoid(-(c - r)) = -sigmoid(-2) = -0.119203; d/dr = +0.119203
-    c, r = torch.tensor([2.0], requires_grad=True), torch.tensor([0.0], requires_grad=True)
-    pairwise_loss(c, r).backward()
-    assert c.grad.item() == pytest.approx(-0.119203, abs=1e-6)
-    assert r.grad.item() == pytest.approx(0.119203, abs=1e-6)
-
-
-def test_pairwise_margin():
-    # Llama-2 margin: sp(1 - 0 - 1) = sp(0) = log 2, where without the margin it is sp(1) = 0.313262
-    c, r = torch.tensor([1.0]), torch.tensor([0.0])
-    assert pairwise_loss(c, r).item() == pytest.approx(0.313262, abs=1e-6)
-    assert pairwise_loss(c, r, margin=torch.tensor([1.0])).item() == pytest.approx(LOG2, abs=1e-6)
-    # A margin m is the same as lowering the chosen reward by m.
-    g = torch.Generator().manual_seed(0)
-    c, r, m = torch.randn(8, generator=g), torch.randn(8, generator=g), torch.rand(8, generator=g)
-    torch.testing.assert_close(pairwise_loss(c, r, m), pairwise_loss(c - m, r))
-
-
-def test_pairwise_is_stable_for_large_gaps():
-    # log(sigmoid(-200)) underflows to -inf in fp32; logsigmoid gives sp(-200) = 200 exactly enough.
-    assert pairwise_loss(torch.tensor([0.0]), torch.tensor([200.0])).item() == pytest.approx(200.0)
-
-
-def test_pairwise_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="squeeze"):
-        pairwise_loss(torch.zeros(4, 1), torch.zeros(4))  # would broadcast to [4, 4] silently
-    with pytest.raises(ValueError, match="margin"):
-        pairwise_loss(torch.zeros(4), torch.zeros(4), margin=torch.zeros(3))
-    with pytest.raises(ValueError, match="empty"):
-        pairwise_loss(torch.zeros(0), torch.zeros(0))
+def bradley_terry(chosen, rejected):
+    """The pairwise loss of InstructGPT eq. 1 with K = 2 (TRL's RewardTrainer loss): mean sp(r_c - r_r)."""
+    return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
 
 
 # ---------------------------------------------------------------------------- ranked (K-wise)
+
+
+def test_ranked_k2_hand_worked_gradient_and_stable():
+    # pair 1: sp(2 - 0) = 0.126928; pair 2: sp(0 - 0) = 0.693147; mean over prompts = 0.410038
+    rewards = t([2, 0], [0, 0]).requires_grad_()
+    loss = ranked_pairwise_loss(rewards, t([1, 0], [1, 0]))
+    assert loss.item() == pytest.approx(0.410038, abs=1e-6)
+    # d sp(c - r) / dc = -sigmoid(-2) = -0.119203, halved by the mean over the 2 prompts
+    loss.backward()
+    assert rewards.grad[0].tolist() == pytest.approx([-0.119203 / 2, 0.119203 / 2], abs=1e-6)
+    # log(sigmoid(-200)) underflows to -inf in fp32; logsigmoid gives sp(-200) = 200.
+    assert ranked_pairwise_loss(t([0, 200]), t([1, 0])).item() == pytest.approx(200.0)
 
 
 def test_ranked_with_k2_equals_pairwise():
@@ -77,7 +50,7 @@ def test_ranked_with_k2_equals_pairwise():
     first_wins = scores[:, 0] > scores[:, 1]
     chosen = torch.where(first_wins, rewards[:, 0], rewards[:, 1])
     rejected = torch.where(first_wins, rewards[:, 1], rewards[:, 0])
-    torch.testing.assert_close(ranked_pairwise_loss(rewards, scores), pairwise_loss(chosen, rejected))
+    torch.testing.assert_close(ranked_pairwise_loss(rewards, scores), bradley_terry(chosen, rejected))
 
 
 def test_ranked_weights_every_prompt_equally():
@@ -100,7 +73,7 @@ def test_ranked_skips_tied_pairs():
     assert loss.item() == pytest.approx(0.220095, abs=1e-6)
 
 
-@pytest.mark.parametrize("loss_fn", [ranked_pairwise_loss, plackett_luce_loss, ranked_pair_accuracy])
+@pytest.mark.parametrize("loss_fn", [ranked_pairwise_loss, plackett_luce_loss])
 def test_prompts_without_pairs_contribute_nothing(loss_fn):
     useful = (t([1, 0, 0]), t([2, 1, 0]), torch.tensor([[True] * 3]))
     all_tied = (t([5, -5, 0]), t([1, 1, 1]), torch.tensor([[True] * 3]))
@@ -145,15 +118,6 @@ def test_gradients_flow_and_are_shift_invariant(loss_fn):
     torch.testing.assert_close(rewards.grad.sum(-1), torch.zeros(4), atol=1e-6, rtol=0)
 
 
-def test_ranked_pair_accuracy():
-    # scores [3, 2, 1], rewards [3, 1, 2]: (0,1) right, (0,2) right, (1,2) wrong -> 2/3.
-    # Second prompt: one pair with tied rewards -> 1/2. Mean over prompts: (2/3 + 1/2) / 2 = 7/12.
-    rewards = t([3, 1, 2], [4, 4, 0])
-    scores = t([3, 2, 1], [1, 0, 0])
-    mask = torch.tensor([[True] * 3, [True, True, False]])
-    assert ranked_pair_accuracy(rewards, scores, mask).item() == pytest.approx(7 / 12)
-
-
 def test_ranked_input_errors():
     with pytest.raises(ValueError, match=r"\[B, K\]"):
         ranked_pairwise_loss(torch.zeros(2, 3), torch.zeros(2, 4))
@@ -176,12 +140,12 @@ def test_plackett_luce_with_k2_equals_pairwise():
     first_wins = scores[:, 0] > scores[:, 1]
     chosen = torch.where(first_wins, rewards[:, 0], rewards[:, 1])
     rejected = torch.where(first_wins, rewards[:, 1], rewards[:, 0])
-    torch.testing.assert_close(plackett_luce_loss(rewards, scores), pairwise_loss(chosen, rejected))
+    torch.testing.assert_close(plackett_luce_loss(rewards, scores), bradley_terry(chosen, rejected))
     # Also when the K = 2 prompt sits in a K = 4 batch, padded.
     padded = torch.cat([rewards, torch.full((16, 2), 3.0)], dim=1)
     mask = torch.tensor([True, True, False, False]).expand(16, 4)
     torch.testing.assert_close(
-        plackett_luce_loss(padded, torch.cat([scores, scores], 1), mask), pairwise_loss(chosen, rejected)
+        plackett_luce_loss(padded, torch.cat([scores, scores], 1), mask), bradley_terry(chosen, rejected)
     )
 
 
@@ -228,9 +192,9 @@ def test_reward_centering_loss():
 
 
 def test_low_precision_rewards_are_upcast():
-    c = torch.tensor([2.0, 0.0], dtype=torch.bfloat16)
-    loss = pairwise_loss(c, torch.zeros(2, dtype=torch.bfloat16))
-    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(0.410038, abs=1e-6)
+    rewards = torch.tensor([[2.0, 0.0]], dtype=torch.bfloat16)
+    loss = ranked_pairwise_loss(rewards, t([1, 0]))
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(0.126928, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- auxiliary LM loss

@@ -31,7 +31,8 @@ def test_win_rate_rejects_mismatched_lengths():
 
 
 def test_gold_metrics_of_references_are_perfect():
-    gens = Generations(texts=REFERENCES, num_tokens=[5] * len(PROMPTS), ended=[True] * len(PROMPTS))
+    gens = Generations(texts=REFERENCES)
     m = gold_metrics(PROMPTS, gens)
     assert m["gold/score_mean"] == pytest.approx(1.0)
-    assert m["gold/perfect_frac"] == 1.0 and m["gold/no_eos_frac"] == 0.0
+    assert m["gold/perfect_frac"] == 1.0 and m["gold/correct_frac"] == 1.0
+    assert not any(k.endswith(("response_len", "no_eos_frac")) for k in m)  # lengths are gen/*, not gold

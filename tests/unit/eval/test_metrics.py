@@ -1,6 +1,5 @@
 """Pure pieces of eval: the sequence KL estimator, best-of-n selection and its analytic KL, win rates."""
 
-import json
 import math
 
 import pytest
@@ -10,7 +9,6 @@ from align.eval.metrics import (
     best_of_n_indices,
     best_of_n_kl,
     mean_sem,
-    read_history,
     sequence_kl,
     win_rate,
 )
@@ -75,10 +73,3 @@ def test_win_rate_ties_half_and_mean_sem():
     assert mean_sem([5.0]) == (5.0, 0.0)
 
 
-def test_read_history_sorts_by_iteration_and_names_a_bad_line(tmp_path):
-    path = tmp_path / "history.jsonl"
-    path.write_text(json.dumps({"iteration": 2, "ppo/kl_ref": 1.0}) + "\n\n" + json.dumps({"iteration": 1}) + "\n")
-    assert [r["iteration"] for r in read_history(path)] == [1, 2]
-    path.write_text('{"iteration": 1}\nnot json\n')
-    with pytest.raises(ValueError, match="history.jsonl:2"):
-        read_history(path)

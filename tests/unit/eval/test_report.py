@@ -7,8 +7,8 @@ from align.eval.policy import find_policies
 from align.eval.report import markdown_table, table_rows, write_report
 
 RESULTS = {
-    "sft": {"gold/score_mean": 0.5, "gold/score_sem": 0.01, "kl_to_sft": 0.0, "kl_to_sft_sem": 0.0, "response_len": 10.0},
-    "dpo": {"gold/score_mean": 0.6, "gold/score_sem": 0.02, "kl_to_sft": 3.25, "kl_to_sft_sem": 0.5, "response_len": 8.0},
+    "sft": {"gold/score_mean": 0.5, "gold/score_sem": 0.01, "kl/sft_mean": 0.0, "kl/sft_sem": 0.0, "gen/response_len": 10.0},
+    "dpo": {"gold/score_mean": 0.6, "gold/score_sem": 0.02, "kl/sft_mean": 3.25, "kl/sft_sem": 0.5, "gen/response_len": 8.0},
 }
 
 
@@ -26,7 +26,7 @@ def test_table_has_only_present_columns_and_every_policy():
     assert lines[3] == "| dpo | dpo/final | 0.600 ± 0.020 | 3.250 ± 0.500 | 8.000 |"
     assert "RM" not in md  # no reward model: no RM columns
     cols, rows = table_rows(RESULTS, {})
-    assert cols == ["policy", "source", "gold/score_mean", "kl_to_sft", "response_len"]
+    assert cols == ["policy", "source", "gold/score_mean", "kl/sft_mean", "gen/response_len"]
     assert rows[1] == ["dpo", "", 0.6, 3.25, 8.0]
 
 
@@ -41,7 +41,7 @@ def test_plots_show_data(tmp_path):
     frontier_plot({"sft": (0.0, 0.0, 0.5, 0.01), "base": (40.0, 2.0, 0.2, 0.02)}, [(1, 0.0, 0.5, 0.01), (4, 0.64, 0.6, 0.01)],
                   tmp_path / "f.png", "gold")
     history = [{"iteration": i, "ppo/kl_ref": i * 0.5, "gold/score_mean": 0.5 + 0.02 * i - 0.004 * i * i,
-                "proxy/score_mean": 0.1 * i} for i in range(6)]
+                "rm/score_mean": 0.1 * i} for i in range(6)]
     overoptimization_plot(history, tmp_path / "o.png", final=(2.5, 0.55, 0.5))
     overoptimization_plot([{"iteration": 1, "gold/score_mean": 0.3}], tmp_path / "o1.png")  # no KL: x = iteration
     win_rate_plot(["sft", "dpo", "bon_4"], [0.5, 0.7, 0.6], tmp_path / "w.png", "gold win rate", 16)

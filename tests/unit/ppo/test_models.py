@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from align.generation import left_pad
 from align.models.loading import build_tiny_llama
 from align.ppo.experience_maker import RewardSpec, make_experience
 from align.ppo.models import (
@@ -16,7 +17,7 @@ from align.ppo.models import (
     reward_suffix_ids,
     sequence_scores,
 )
-from align.ppo.rollout import build_rollout, generate_rollout, left_pad
+from align.ppo.rollout import build_rollout, generate_rollout
 from align.rm.model import tokenize_response
 from tests.unit.data.helpers import make_tokenizer
 
