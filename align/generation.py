@@ -50,6 +50,11 @@ class Generations:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def extend(self, other: Generations) -> None:
+        """Append ``other``'s responses (batches collected into one)."""
+        for f in ("prompts", "prompt_ids", "response_ids", "texts", "ended"):
+            getattr(self, f).extend(getattr(other, f))
+
     def take(self, index: list[int]) -> Generations:
         """The responses at ``index``, in that order."""
         return Generations(*([getattr(self, f)[i] for i in index]

@@ -73,7 +73,7 @@ from align.ppo.experience_maker import RewardSpec, experience_rollout, make_expe
 from align.ppo.kl import make_kl_controller
 from align.ppo.models import MODES, load_ppo_models, logprobs_from_logits, response_logits, response_values, reward_suffix_ids
 from align.ppo.monitor import append_history, plot_history, policy_snapshot, read_history, truncate_history
-from align.ppo.rollout import decode_responses, generate_rollout
+from align.ppo.rollout import decode_responses, generate_rollout, rollout_generations
 from align.ppo.seeded_sampling import row_seed
 from align.ppo.steps import DeepSpeedSteps, LocalSteps
 from align.rm.folder import check_gate, load_reward_model, read_normalization
@@ -376,12 +376,8 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
         for start in range(0, len(ids), cfg.ppo.micro_batch_size):
             r = generate_rollout(ref, ids[start : start + cfg.ppo.micro_batch_size], spec.eos_token_id,
                                  spec.pad_token_id, cfg.generation.max_new_tokens, do_sample=False)
-            lengths = r.response_lengths().tolist()
-            sft.prompts += prompts[start : start + cfg.ppo.micro_batch_size]
-            sft.prompt_ids += ids[start : start + cfg.ppo.micro_batch_size]
-            sft.response_ids += [row[:n] for row, n in zip(r.responses.tolist(), lengths)]
-            sft.texts += decode_responses(tokenizer, r)
-            sft.ended += r.ended.tolist()
+            sft.extend(rollout_generations(tokenizer, prompts[start : start + cfg.ppo.micro_batch_size],
+                                           ids[start : start + cfg.ppo.micro_batch_size], r))
             sft_rm += score_rollout(models, r, spec, cfg.ppo.micro_batch_size)[0].tolist()
     if gold:
         out.update(gold_metrics(prompts, ppo))

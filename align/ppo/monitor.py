@@ -20,7 +20,7 @@ from align.generation import Generations
 from align.outputs import atomic_write_text
 from align.ppo.experience_maker import RewardSpec, reference_logprobs, score_rollout
 from align.ppo.models import PPOModels, response_logprobs
-from align.ppo.rollout import decode_responses, generate_rollout
+from align.ppo.rollout import generate_rollout, rollout_generations
 
 HISTORY_FILE = "history.jsonl"
 PLOT_FILE = "ppo_gold_vs_proxy.png"
@@ -57,12 +57,8 @@ def policy_snapshot(
                 models.policy, prompt_ids[start : start + batch_size], spec.eos_token_id, spec.pad_token_id,
                 max_new_tokens, do_sample=kind == "sampled", temperature=temperature,
             )
-            lengths = rollout.response_lengths().tolist()
-            gens.prompts += prompts[start : start + batch_size]
-            gens.prompt_ids += prompt_ids[start : start + batch_size]
-            gens.response_ids += [row[:n] for row, n in zip(rollout.responses.tolist(), lengths)]
-            gens.texts += decode_responses(tokenizer, rollout)
-            gens.ended += rollout.ended.tolist()
+            gens.extend(rollout_generations(tokenizer, prompts[start : start + batch_size],
+                                            prompt_ids[start : start + batch_size], rollout))
             raw, _ = score_rollout(models, rollout, spec, batch_size)
             scores += raw.tolist()
             if kind == "sampled":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from align.generation import generate_ids, sampling_args
+from align.generation import Generations, generate_ids, sampling_args
 from align.ppo.rollout_utils import contains_eos, truncate_after_eos
 
 
@@ -134,3 +134,11 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
     lengths = rollout.response_lengths().tolist()
     rows = rollout.responses.tolist()
     return [tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(rows, lengths)]
+
+
+def rollout_generations(tokenizer, prompts: list[str], prompt_ids: list[list[int]], rollout: Rollout) -> Generations:
+    """The rollout's responses as :class:`~align.generation.Generations` (what the eval scorers take)."""
+    lengths = rollout.response_lengths().tolist()
+    return Generations(prompts=list(prompts), prompt_ids=list(prompt_ids),
+                       response_ids=[row[:n] for row, n in zip(rollout.responses.tolist(), lengths)],
+                       texts=decode_responses(tokenizer, rollout), ended=rollout.ended.tolist())
