@@ -21,9 +21,6 @@ Reduce = Callable[[Tensor], Tensor]
 """Sums a tensor over the processes that share a batch (data parallelism)."""
 
 
-Reduce = Callable[[Tensor], Tensor]
-
-
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None, reduce: Reduce | None = None) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is ``True``.
 

@@ -4,7 +4,7 @@ For every closed-world fact, the LM reads the start of the fact sentence and eit
 greedily (arithmetic: ``"7 plus 12 is"`` -> ``19``?) or ranks the candidate endings by
 log-likelihood (knowledge-base values among their set, word lengths 1..9, first and last letters
 among a..z). It prints the share it gets right per kind; it asserts nothing. Used for the
-backbone comparisons of docs/implementation_details.md item 22d.
+backbone comparisons of docs/results.md (item 22d).
 
     .venv/bin/python bench/backbone_knowledge.py outputs/v3/pretrain/final [more models ...]
 """

@@ -5,7 +5,7 @@ reward model given, and, over the pairs whose gold scores differ, prints the sha
 like gold: overall, per family, and per kind of difference (``correct``: the two answers differ
 in correctness; ``zero``: the worse one scores 0, an over-refusal or compliance; ``style``:
 format or length only). Several models on one file compare them on the same pairs, the "fixed
-set" figures of docs/implementation_details.md item 22c.
+set" figures of docs/results.md (item 22c).
 
     .venv/bin/python bench/rm_breakdown.py outputs/v3/rm/final [more RMs ...] \\
         [--prefs outputs/v2/prefs/validation.jsonl]

@@ -1,4 +1,4 @@
-"""Pure advantage functions: masked statistics, whitening, KL-shaped rewards and GAE.
+"""Pure advantage functions: advantage whitening, KL-shaped rewards and GAE (masked statistics: :mod:`align.masked`).
 
 Everything here works on ``[B, T]`` tensors over the response tokens with a bool ``response_mask``
 (``True`` on real tokens up to and including the EOS; each row a prefix). Padding never leaks into

@@ -6,7 +6,7 @@
     final/reward_normalization.json ``{"mean": m, "std": s}`` of the reward on held-out policy samples
     metrics.json                    the report card, with the quality gate (``gate/passed``, ``gate/failed``)
 
-Writers: :func:`write_normalization` (and :func:`align.rm.model.save_reward_model` for ``final/``).
+Writers: :func:`save_reward_model` (``final/``) and :func:`write_normalization`.
 Readers: :func:`load_reward_model`, :func:`read_normalization`, :func:`check_gate` and
 :class:`RewardScorer`, used by ``ppo``, ``eval`` and the bench scripts. One policy for missing
 files: a reward model asked to be normalized must have its normalization file (an error with the

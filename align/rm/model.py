@@ -1,6 +1,7 @@
-"""The scalar reward model: loading, tokenizing ranked lists, the K-wise trainer, and scoring.
+"""The scalar reward model: tokenizing ranked lists, the K-wise trainer, and scoring.
 
-A reward model is ``AutoModelForSequenceClassification`` with ``num_labels=1``: the score of a
+A reward model is ``AutoModelForSequenceClassification`` with ``num_labels=1``
+(:func:`align.rm.folder.load_reward_model`, which also saves and reads its folder): the score of a
 prompt+response is the head's output at the last non-pad token. Pairwise data trains through
 TRL's ``RewardTrainer``; ranked lists (K = 2..9 responses per prompt) train through
 :class:`RankedRewardTrainer`, which scores all K responses of a prompt in one forward pass and
