@@ -65,7 +65,7 @@ def test_eval_cli_compares_every_policy_and_writes_report_and_plots(eval_run):
                     "rm/score_mean", "rm/sampled_score_mean", "rm/win_rate_vs_sft", "kl/sft_mean", "kl/sft_sem",
                     "gen/response_len", "gen/no_eos_frac", "gen/sampled_response_len", "gen/sampled_no_eos_frac"):
             assert f"{name}/{key}" in m, f"{name}/{key}"
-        assert 0 < m[f"{name}/response_len"] <= 12 and 0 <= m[f"{name}/no_eos_frac"] <= 1
+        assert 0 < m[f"{name}/gen/response_len"] <= 12 and 0 <= m[f"{name}/gen/no_eos_frac"] <= 1
     for n in (1, 4):
         for key in ("gold/score_mean", "gold/win_rate_vs_sft", "rm/score_mean", "kl/sft_mean", "gen/response_len"):
             assert f"bon_{n}/{key}" in m
