@@ -36,13 +36,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
-from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, handle_too_long, text_length
-from align.data.errors import DataError, LoadReport, handle_bad, nothing_left
+from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, text_length
+from align.data.errors import DataError, LoadReport, nothing_left
 from align.data.hh import looks_like_hh
 from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Parsed  # noqa: F401 - re-exported
-from align.data.source import describe_source, iter_rows
+from align.data.rows import check_rows
+from align.data.source import describe_source
 
 FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst")
 
@@ -110,32 +109,27 @@ def load_preferences(
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = _State(None if format == "auto" else format)
-    examples: list[RankedExample] = []
-    it = iter_rows(
-        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+
+    def too_long(item: tuple[RankedExample, list[str]], bad: BadRow) -> DataError | None:
+        n, at = _longest(tokenizer, *item)
+        if n <= max_length:
+            return None
+        reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
+        return bad(at, "too_long", reason, TOO_LONG_HINT)
+
+    checked = check_rows(
+        source,
+        split,
+        lambda raw, bad: _check_row(raw, bad, state, report),
+        report,
+        data_files=data_files,
+        on_bad_row=on_bad_row,
+        limit=limit,
+        too_long=None if max_length is None else too_long,
+        on_too_long=on_too_long,
+        load_kwargs=load_kwargs,
     )
-    try:
-        rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
-        for where, row, raw in rows_in:
-            bad = BadRow(where, row)
-            try:
-                example, fields = _check_row(raw, bad, state, report)
-            except DataError as err:
-                handle_bad(report, err, on_bad_row)
-                continue
-            if max_length is not None:
-                n, at = _longest(tokenizer, example, fields)
-                if n > max_length:
-                    reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
-                    if not handle_too_long(report, bad(at, "too_long", reason, TOO_LONG_HINT), on_too_long):
-                        continue
-            examples.append(example)
-            report.rows_kept += 1
-            if limit is not None and report.rows_kept >= limit:
-                report.limit_hit = True
-                break
-    finally:
-        it.close()
+    examples = [example for example, _ in checked]
     report.format = state.format
     if not examples:
         raise ValueError(nothing_left(report))
