@@ -124,7 +124,7 @@ def run(cfg: DictConfig) -> float:
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
     schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
     kl_ctl = make_kl_controller(p.kl.kind, **_kl_kwargs(p.kl))
-    ptx = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else None
+    ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     trainable_pi, total_pi = count_parameters(models.policy)
     trainable_v, total_v = count_parameters(models.value)
     log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
@@ -270,6 +270,7 @@ def run(cfg: DictConfig) -> float:
         "data/train_prompts": len(train_ids),
         "data/train_prompts_skipped_too_long": skipped,
         **train_report.as_metrics("data/train/"),
+        **(ptx_report.as_metrics("data/ptx/") if ptx_report is not None else {}),
     })
     if device.type == "cuda":
         metrics["perf/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -465,8 +466,9 @@ def _autocast(precision: str, device: torch.device):
 def _ptx_batches(cfg, tokenizer):
     from align.ppo.ptx import DemonstrationBatches, load_demonstrations
 
-    rows = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
-    return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed)
+    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
+    report.log(log)
+    return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
 
 
 def _reference_fingerprint(models) -> float:
