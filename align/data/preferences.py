@@ -56,6 +56,9 @@ class RankedExample:
         scores: One per response; higher is better; equal scores are ties.
         origin: Where the row came from, e.g. ``data/prefs.jsonl, line 17``.
         margin: The row's ``margin`` (pairwise format, TRL's reward-loss margin), else ``None``.
+        sources: Where each response comes from, e.g. ``policy`` or ``perturb:<mode>`` (the
+            ``sources`` column of ``make prefs``), when the row has one string per response;
+            else ``None``.
     """
 
     prompt: list[dict]
@@ -63,6 +66,7 @@ class RankedExample:
     scores: list[float]
     origin: str
     margin: float | None = None
+    sources: list[str] | None = None
 
 
 def load_preferences(
@@ -166,7 +170,8 @@ def _check_row(
 
     parsed = PARSERS[fmt](raw, get, bad, report)
     _check_common(parsed, bad)
-    report.dropped_keys.update(set(raw) - parsed.used)
+    sources = _sources(raw.get("sources"), len(parsed.responses))
+    report.dropped_keys.update(set(raw) - parsed.used - ({"sources"} if sources is not None else set()))
     report.dropped_keys.update(parsed.response_keys)
     example = RankedExample(
         prompt=parsed.prompt,
@@ -174,8 +179,20 @@ def _check_row(
         scores=parsed.scores,
         origin=f"{bad.where}, {bad.at()}",
         margin=parsed.margin,
+        sources=sources,
     )
     return example, parsed.fields
+
+
+def _sources(value: object, k: int) -> list[str] | None:
+    """The row's ``sources`` if it is a list of ``k`` strings (one per response), else ``None``.
+
+    Optional metadata: a missing or malformed one is left out (listed in ``dropped_keys``), never
+    a bad row, so it changes no load.
+    """
+    if isinstance(value, list) and len(value) == k and all(isinstance(s, str) for s in value):
+        return list(value)
+    return None
 
 
 def _detect(raw: Mapping, bad: BadRow) -> str:
