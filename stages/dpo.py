@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> float:
     val_rows, val_counts = tokenize_pairs(val_ex, tokenizer, d.pair_rule, max_length)
     log.info("pairs (rule %s): train %s | validation %s", d.pair_rule, train_counts, val_counts)
     train_ds, val_ds = pairs_to_dataset(train_rows), pairs_to_dataset(val_rows)
-    eval_prompts = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts) if cfg.eval.prompts
+    eval_prompts = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts)[0] if cfg.eval.prompts
                     else [ex.prompt[-1]["content"] for ex in val_ex][: cfg.eval.num_prompts])
 
     # 3. Policy and (reference=copy) its frozen copy.

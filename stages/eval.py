@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
 
     # 2. Prompts, and the oracle.
-    prompts = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts)
+    prompts, _ = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts)
     gold, gold_note = _gold_applies(cfg.gold, prompts)
     log.info("%d prompts from %s; gold: %s", len(prompts), cfg.data.prompts, gold_note)
 

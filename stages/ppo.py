@@ -43,7 +43,7 @@ import torch
 from omegaconf import DictConfig
 
 from align.config import begin_stage, open_tracker, to_plain
-from align.data import load_prompts
+from align.data import load_prompts, tokenize_prompts
 from align.distributed import is_main_process, partition_report, whole_parameters, write_rank_report, zero_stage
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
@@ -107,10 +107,11 @@ def run(cfg: DictConfig) -> float:
     if load_tokenizer(rm_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
                          "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
-    train_prompts = load_prompts(cfg.data.train, limit=cfg.data.limit)
-    train_prompts, train_ids, skipped = _prompt_ids(tokenizer, train_prompts, cfg.max_prompt_length, cfg.on_too_long,
-                                                    cfg.data.train)
-    val_prompts = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else []
+    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit)
+    train_prompts, train_ids, train_report = tokenize_prompts(tokenizer, train_prompts, cfg.max_prompt_length,
+                                                              cfg.on_too_long, cfg.data.train, train_report)
+    skipped = train_report.skipped["too_long"]
+    val_prompts = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts)[0] if cfg.eval.every else []
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
@@ -123,7 +124,7 @@ def run(cfg: DictConfig) -> float:
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
     schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
     kl_ctl = make_kl_controller(p.kl.kind, **_kl_kwargs(p.kl))
-    ptx = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else None
+    ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     trainable_pi, total_pi = count_parameters(models.policy)
     trainable_v, total_v = count_parameters(models.value)
     log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
@@ -270,6 +271,8 @@ def run(cfg: DictConfig) -> float:
         "train/reference_unchanged": reference_unchanged,
         "data/train_prompts": len(train_ids),
         "data/train_prompts_skipped_too_long": skipped,
+        **train_report.as_metrics("data/train/"),
+        **(ptx_report.as_metrics("data/ptx/") if ptx_report is not None else {}),
     })
     if device.type == "cuda":
         metrics["perf/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -367,7 +370,7 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
-    prompts = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
+    prompts, _ = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
     out, ppo, ppo_rm = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
                                        cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
@@ -416,24 +419,6 @@ def _validate(cfg) -> None:
     precision_args(cfg.precision)  # refuses fp16 on CPU with a fix
 
 
-def _prompt_ids(tokenizer, prompts, max_len, on_too_long, source) -> tuple[list[str], list[list[int]], int]:
-    """The prompts that fit ``max_len`` tokens, their ids, and how many were skipped."""
-    kept, ids, skipped = [], [], 0
-    for row, q in enumerate(prompts, start=1):
-        seq = chat_prompt_ids(tokenizer, q)
-        if len(seq) > max_len:
-            if on_too_long == "error":
-                raise ValueError(f"{source}, row {row}, field 'prompt': {len(seq)} tokens > max_prompt_length="
-                                 f"{max_len}; raise max_prompt_length or set on_too_long=skip (counted).")
-            skipped += 1
-            continue
-        kept.append(q)
-        ids.append(seq)
-    if not ids:
-        raise ValueError(f"{source}: every prompt is longer than max_prompt_length={max_len}.")
-    return kept, ids, skipped
-
-
 def _prompt_indices(n: int, it: int, batch_size: int, seed: int) -> list[int]:
     """Prompts of iteration ``it``: epochs of a seeded permutation, so the position is just ``it``."""
     out = []
@@ -479,8 +464,9 @@ def _autocast(precision: str, device: torch.device):
 def _ptx_batches(cfg, tokenizer):
     from align.ppo.ptx import DemonstrationBatches, load_demonstrations
 
-    rows = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
-    return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed)
+    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
+    report.log(log)
+    return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
 
 
 def _reference_fingerprint(models) -> float:

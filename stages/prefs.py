@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> float:
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):
-        prompts = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
+        prompts, _ = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
         prompts = prompts * passes[split]  # each pass: fresh samples and labels
 
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.

@@ -36,7 +36,7 @@ from trl import RewardConfig, RewardTrainer
 
 from align.checkpoints import latest_checkpoint
 from align.config import begin_stage, open_tracker, to_plain
-from align.data import iter_rows, load_preferences, to_pairs
+from align.data import load_preferences, to_pairs
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
 from align.farm import gold_score
 from align.models.adapters import check_peft_choice, check_quantizable, quantization_config
@@ -143,7 +143,7 @@ def run(cfg: DictConfig) -> float:
         lengths.append([len(tokenize_response(tokenizer, [], r, None)[0]) for r in ex.responses])
     gold = [[gold_score(ex.prompt[-1]["content"], r) for r in ex.responses] for ex in val_ex] if cfg.rm.gold == "farm" else None
     metrics = report_card(rewards, [list(ex.scores) for ex in val_ex], lengths, out_dir, gold=gold,
-                          policy_mask=_policy_mask(cfg.data.validation.source, cfg.data.validation.split, val_ex))
+                          policy_mask=_policy_mask(val_ex))
     metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
     write_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
     metrics.update({
@@ -207,17 +207,13 @@ def _pairwise_trainer(cfg, model, tokenizer, examples, common, peft_config):
     return trainer, n_truncated, sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
 
 
-def _policy_mask(source: str, split: str, examples) -> list[list[bool]] | None:
-    """Which held-out responses were sampled from the policy (the ``sources`` column of ``make prefs``)."""
-    masks = []
-    for _, _, row in iter_rows(source, split):
-        sources = row.get("sources") if isinstance(row, dict) else None
-        if not isinstance(sources, list):
-            return None
-        masks.append([s == "policy" for s in sources])
-    if len(masks) != len(examples) or not any(any(m) for m in masks):
+def _policy_mask(examples) -> list[list[bool]] | None:
+    """Which held-out responses were sampled from the policy (``RankedExample.sources``, the
+    ``sources`` column of ``make prefs``); ``None`` unless every list has sources and one is ``policy``."""
+    if any(ex.sources is None for ex in examples):
         return None
-    return masks
+    masks = [[s == "policy" for s in ex.sources] for ex in examples]
+    return masks if any(any(m) for m in masks) else None
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rm")

@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> float:
     val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
     gold_prompts = (
-        load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts) if cfg.data.gold_prompts else []
+        load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts)[0] if cfg.data.gold_prompts else []
     )
 
     # 3. Starting model, and its gold score (what this stage must improve on).

@@ -1,13 +1,15 @@
 """Training data loading: strict readers, TRL-format checks, and a report of what was kept.
 
-Every loader returns ``(datasets.Dataset, LoadReport)``. A bad row raises a :class:`DataError`
-that names the source, the row, the field and the fix, or, with ``on_bad_row="skip"``, is
-counted by reason in the report; nothing is dropped without a count.
+Every loader returns ``(rows, LoadReport)`` (a ``datasets.Dataset``, or a list of examples or
+prompts) and reads through one strict row loop (:func:`~align.data.rows.check_rows`). A bad row
+raises a :class:`DataError` that names the source, the row, the field and the fix, or, with
+``on_bad_row="skip"``, is counted by reason in the report; nothing is dropped without a count.
 """
 
 from align.data.checks import ROLES
 from align.data.errors import DataError, LoadReport, SourceRef, handle_bad
-from align.data.prompts import load_prompts
+from align.data.prompts import load_prompts, tokenize_prompts
+from align.data.rows import Skip, check_rows
 from align.data.sft import FORMATS, load_sft_dataset
 from align.data.source import describe_source, iter_rows
 from align.data.text import load_text_dataset
@@ -17,13 +19,16 @@ __all__ = [
     "ROLES",
     "DataError",
     "LoadReport",
+    "Skip",
     "SourceRef",
+    "check_rows",
     "describe_source",
     "handle_bad",
     "iter_rows",
     "load_prompts",
     "load_sft_dataset",
     "load_text_dataset",
+    "tokenize_prompts",
 ]
 
 from align.data.pairs import PAIR_RULES, pairs_dataset, to_pairs  # noqa: E402

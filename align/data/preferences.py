@@ -36,13 +36,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
-from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, handle_too_long, text_length
-from align.data.errors import DataError, LoadReport, handle_bad, nothing_left
+from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, text_length
+from align.data.errors import DataError, LoadReport, nothing_left
 from align.data.hh import looks_like_hh
 from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Parsed  # noqa: F401 - re-exported
-from align.data.source import describe_source, iter_rows
+from align.data.rows import check_rows
+from align.data.source import describe_source
 
 FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst")
 
@@ -57,6 +56,9 @@ class RankedExample:
         scores: One per response; higher is better; equal scores are ties.
         origin: Where the row came from, e.g. ``data/prefs.jsonl, line 17``.
         margin: The row's ``margin`` (pairwise format, TRL's reward-loss margin), else ``None``.
+        sources: Where each response comes from, e.g. ``policy`` or ``perturb:<mode>`` (the
+            ``sources`` column of ``make prefs``), when the row has one string per response;
+            else ``None``.
     """
 
     prompt: list[dict]
@@ -64,6 +66,7 @@ class RankedExample:
     scores: list[float]
     origin: str
     margin: float | None = None
+    sources: list[str] | None = None
 
 
 def load_preferences(
@@ -110,32 +113,27 @@ def load_preferences(
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = _State(None if format == "auto" else format)
-    examples: list[RankedExample] = []
-    it = iter_rows(
-        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+
+    def too_long(item: tuple[RankedExample, list[str]], bad: BadRow) -> DataError | None:
+        n, at = _longest(tokenizer, *item)
+        if n <= max_length:
+            return None
+        reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
+        return bad(at, "too_long", reason, TOO_LONG_HINT)
+
+    checked = check_rows(
+        source,
+        split,
+        lambda raw, bad: _check_row(raw, bad, state, report),
+        report,
+        data_files=data_files,
+        on_bad_row=on_bad_row,
+        limit=limit,
+        too_long=None if max_length is None else too_long,
+        on_too_long=on_too_long,
+        load_kwargs=load_kwargs,
     )
-    try:
-        rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
-        for where, row, raw in rows_in:
-            bad = BadRow(where, row)
-            try:
-                example, fields = _check_row(raw, bad, state, report)
-            except DataError as err:
-                handle_bad(report, err, on_bad_row)
-                continue
-            if max_length is not None:
-                n, at = _longest(tokenizer, example, fields)
-                if n > max_length:
-                    reason = f"{n} tokens (prompt + reply), longer than max_length={max_length}"
-                    if not handle_too_long(report, bad(at, "too_long", reason, TOO_LONG_HINT), on_too_long):
-                        continue
-            examples.append(example)
-            report.rows_kept += 1
-            if limit is not None and report.rows_kept >= limit:
-                report.limit_hit = True
-                break
-    finally:
-        it.close()
+    examples = [example for example, _ in checked]
     report.format = state.format
     if not examples:
         raise ValueError(nothing_left(report))
@@ -172,7 +170,8 @@ def _check_row(
 
     parsed = PARSERS[fmt](raw, get, bad, report)
     _check_common(parsed, bad)
-    report.dropped_keys.update(set(raw) - parsed.used)
+    sources = _sources(raw.get("sources"), len(parsed.responses))
+    report.dropped_keys.update(set(raw) - parsed.used - ({"sources"} if sources is not None else set()))
     report.dropped_keys.update(parsed.response_keys)
     example = RankedExample(
         prompt=parsed.prompt,
@@ -180,8 +179,20 @@ def _check_row(
         scores=parsed.scores,
         origin=f"{bad.where}, {bad.at()}",
         margin=parsed.margin,
+        sources=sources,
     )
     return example, parsed.fields
+
+
+def _sources(value: object, k: int) -> list[str] | None:
+    """The row's ``sources`` if it is a list of ``k`` strings (one per response), else ``None``.
+
+    Optional metadata: a missing or malformed one is left out (listed in ``dropped_keys``), never
+    a bad row, so it changes no load.
+    """
+    if isinstance(value, list) and len(value) == k and all(isinstance(s, str) for s in value):
+        return list(value)
+    return None
 
 
 def _detect(raw: Mapping, bad: BadRow) -> str:

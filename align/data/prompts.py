@@ -1,34 +1,116 @@
-"""Load prompt lists (``{"prompt": str, ...}`` JSONL rows) for generation and evaluation."""
+"""Prompt lists (``{"prompt": str, ...}`` rows) for generation and evaluation, and their lengths.
+
+:func:`load_prompts` reads the prompts through the strict row loop (a row without a non-empty
+string prompt is a bad row, code ``bad_prompt``); :func:`tokenize_prompts` turns them into chat
+prompt ids and applies the prompt-length rule, counting too-long prompts in the same report.
+"""
 
 from __future__ import annotations
 
-from align.data.errors import DataError
-from align.data.source import iter_rows
+from collections.abc import Mapping
+
+from align.data.checks import BadRow
+from align.data.errors import BAD_ROW_MODES, LoadReport, check_choice, check_positive
+from align.data.rows import check_rows
+from align.data.source import describe_source
+
+PROMPT_TOO_LONG_MODES = ("error", "skip")
 
 
 def load_prompts(
-    source: str, split: str = "train", field: str = "prompt", limit: int | None = None
-) -> list[str]:
+    source: str,
+    split: str = "train",
+    field: str = "prompt",
+    limit: int | None = None,
+    *,
+    on_bad_row: str = "error",
+) -> tuple[list[str], LoadReport]:
     """Read non-empty prompt strings from ``source`` (a JSONL file or anything ``iter_rows`` reads).
+
+    Args:
+        source: A file, folder, or dataset name (see :mod:`align.data.source`).
+        split: Split to read.
+        field: The field holding the prompt.
+        limit: Stop after this many kept prompts.
+        on_bad_row: ``"error"`` raises at the first bad row; ``"skip"`` drops bad rows and counts
+            them (``bad_prompt``) in the report.
+
+    Returns:
+        ``(prompts, report)``: the prompts in source order and the :class:`LoadReport`.
 
     Raises:
         DataError: A row without ``field``, or with an empty or non-string value (the file, row
-            and field are named).
-        ValueError: If no prompt was found.
+            and field are named), with ``on_bad_row="error"``.
+        ValueError: Bad arguments, or no prompt was found.
     """
-    prompts = []
-    for location, row_no, row in iter_rows(source, split):
-        value = row.get(field) if isinstance(row, dict) else None
+    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
+    check_positive("limit", limit)
+    report = LoadReport(describe_source(source, split))
+
+    def check(raw: Mapping, bad: BadRow) -> str:
+        value = raw.get(field)
         if not isinstance(value, str) or not value.strip():
-            missing = not isinstance(row, dict) or field not in row
-            seen = "missing" if missing else f"{type(value).__name__} {value!r}"
-            raise DataError(
-                location, row_no, field, f"expected a non-empty string, got {seen}",
-                code="bad_prompt", hint="Every prompt row needs a non-empty string.",
-            )
-        prompts.append(value)
-        if limit is not None and len(prompts) >= limit:
-            break
+            seen = "missing" if field not in raw else f"{type(value).__name__} {value!r}"
+            reason = f"expected a non-empty string, got {seen}"
+            raise bad(field, "bad_prompt", reason, "Every prompt row needs a non-empty string.")
+        report.dropped_keys.update(k for k in raw if k != field)
+        return value
+
+    prompts = check_rows(source, split, check, report, on_bad_row=on_bad_row, limit=limit, desc="Reading")
     if not prompts:
-        raise ValueError(f"{source}: no prompts found.")
-    return prompts
+        skipped = f" ({report.summary()})" if report.rows_skipped else ""
+        raise ValueError(f"{source}: no prompts found.{skipped}")
+    return prompts, report
+
+
+def tokenize_prompts(
+    tokenizer,
+    prompts: list[str],
+    max_length: int,
+    on_too_long: str = "error",
+    source: str = "prompts",
+    report: LoadReport | None = None,
+) -> tuple[list[str], list[list[int]], LoadReport]:
+    """Chat prompt ids (user turn + assistant header) of the prompts that fit ``max_length`` tokens.
+
+    Args:
+        tokenizer: The policy's tokenizer (its chat template).
+        prompts: Prompt strings, e.g. from :func:`load_prompts`.
+        max_length: Longest prompt, in tokens (PPO's ``max_prompt_length``).
+        on_too_long: ``"error"`` raises at the first longer prompt; ``"skip"`` drops it and
+            counts it as ``too_long``.
+        source: Where the prompts come from, for messages.
+        report: The report of the load that gave ``prompts`` (its ``rows_kept`` is
+            ``len(prompts)``), counted into; a fresh one over ``prompts`` if ``None``.
+
+    Returns:
+        ``(kept, ids, report)``: the kept prompts in order, their token ids, and the report with
+        too-long prompts moved from kept to ``skipped["too_long"]``.
+
+    Raises:
+        ValueError: A prompt longer than ``max_length`` with ``on_too_long="error"`` (it is named
+            by its 1-based position in ``prompts``), or every prompt is longer.
+    """
+    # align.generation imports torch; align.data stays light until prompts are tokenized.
+    from align.generation import chat_prompt_ids
+
+    check_choice("on_too_long", on_too_long, PROMPT_TOO_LONG_MODES)
+    check_positive("max_length", max_length)
+    if report is None:
+        report = LoadReport(str(source), rows_read=len(prompts), rows_kept=len(prompts))
+    assert report.rows_kept == len(prompts), (report.rows_kept, len(prompts))
+    kept, ids = [], []
+    for row, q in enumerate(prompts, start=1):
+        seq = chat_prompt_ids(tokenizer, q)
+        if len(seq) > max_length:
+            if on_too_long == "error":
+                raise ValueError(f"{source}, row {row}, field 'prompt': {len(seq)} tokens > max_prompt_length="
+                                 f"{max_length}; raise max_prompt_length or set on_too_long=skip (counted).")
+            report.skipped["too_long"] += 1
+            report.rows_kept -= 1
+            continue
+        kept.append(q)
+        ids.append(seq)
+    if not ids:
+        raise ValueError(f"{source}: every prompt is longer than max_prompt_length={max_length}.")
+    return kept, ids, report

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import datasets
-from tqdm.auto import tqdm
 
 from align.data.checks import (
     TOO_LONG_HINT,
@@ -31,12 +30,12 @@ from align.data.checks import (
     check_load_args,
     check_messages,
     check_text,
-    handle_too_long,
     show,
     text_length,
 )
-from align.data.errors import DataError, LoadReport, handle_bad, json_type, nothing_left
-from align.data.source import describe_source, iter_rows
+from align.data.errors import DataError, LoadReport, json_type, nothing_left
+from align.data.rows import check_rows
+from align.data.source import describe_source
 
 FORMATS = ("messages", "prompt_completion", "text")
 
@@ -87,33 +86,26 @@ def load_sft_dataset(
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = _State(format=None if format == "auto" else format)
-    rows: list[dict] = []
-    it = iter_rows(
-        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+
+    def too_long(clean: dict, bad: BadRow) -> DataError | None:
+        n = _token_length(tokenizer, clean)
+        if n <= max_length:
+            return None
+        reason = f"{n} tokens, longer than max_length={max_length}"
+        return bad(_length_field(clean), "too_long", reason, TOO_LONG_HINT)
+
+    rows = check_rows(
+        source,
+        split,
+        lambda raw, bad: _check_row(raw, bad, state, report),
+        report,
+        data_files=data_files,
+        on_bad_row=on_bad_row,
+        limit=limit,
+        too_long=None if max_length is None else too_long,
+        on_too_long=on_too_long,
+        load_kwargs=load_kwargs,
     )
-    try:
-        rows_in = tqdm(it, desc=f"Checking {report.source}", unit=" rows", disable=None)
-        for where, row, raw in rows_in:
-            try:
-                clean = _check_row(raw, BadRow(where, row), state, report)
-            except DataError as err:
-                handle_bad(report, err, on_bad_row)
-                continue
-            if max_length is not None:
-                n = _token_length(tokenizer, clean)
-                if n > max_length:
-                    reason = f"{n} tokens, longer than max_length={max_length}"
-                    field = _length_field(clean)
-                    err = DataError(where, row, field, reason, code="too_long", hint=TOO_LONG_HINT)
-                    if not handle_too_long(report, err, on_too_long):
-                        continue
-            rows.append(clean)
-            report.rows_kept += 1
-            if limit is not None and report.rows_kept >= limit:
-                report.limit_hit = True
-                break
-    finally:
-        it.close()
     report.format = state.format
     if not rows:
         raise ValueError(nothing_left(report))

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import datasets
-from tqdm.auto import tqdm
 
+from align.data.checks import BadRow
 from align.data.errors import (
     BAD_ROW_MODES,
     DataError,
@@ -29,11 +29,11 @@ from align.data.errors import (
     SourceRef,
     check_choice,
     check_positive,
-    handle_bad,
     json_type,
     nothing_left,
 )
-from align.data.source import describe_source, iter_rows
+from align.data.rows import check_rows
+from align.data.source import describe_source
 
 
 def load_text_dataset(
@@ -76,25 +76,24 @@ def load_text_dataset(
             f"text_field must be a non-empty string naming a column, got {text_field!r}."
         )
     report = LoadReport(describe_source(source, split, data_files), format="text")
-    texts: list[str] = []
-    it = iter_rows(
-        source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {})
+
+    def check(raw: Mapping, bad: BadRow) -> str:
+        text = _check_document(raw, text_field, bad.where, bad.row)
+        report.dropped_keys.update(k for k in raw if k != text_field)
+        return text
+
+    texts = check_rows(
+        source,
+        split,
+        check,
+        report,
+        data_files=data_files,
+        on_bad_row=on_bad_row,
+        limit=limit,
+        load_kwargs=load_kwargs,
+        desc="Reading",
+        unit=" docs",
     )
-    try:
-        rows_in = tqdm(it, desc=f"Reading {report.source}", unit=" docs", disable=None)
-        for where, row, raw in rows_in:
-            try:
-                texts.append(_check_document(raw, text_field, where, row))
-            except DataError as err:
-                handle_bad(report, err, on_bad_row)
-                continue
-            report.dropped_keys.update(k for k in raw if k != text_field)
-            report.rows_kept += 1
-            if limit is not None and report.rows_kept >= limit:
-                report.limit_hit = True
-                break
-    finally:
-        it.close()
     if not texts:
         raise ValueError(nothing_left(report))
     return datasets.Dataset.from_dict({"text": texts}), report

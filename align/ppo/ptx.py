@@ -7,27 +7,80 @@ objective; we use the SFT demonstrations (assistant tokens only, as in SFT) by d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from align.data.source import iter_rows
+from align.data.checks import BadRow, check_messages
+from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, check_choice, check_positive
+from align.data.rows import Skip, check_rows
+from align.data.source import describe_source
 
 
-def load_demonstrations(source: str, tokenizer, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """``(input_ids, assistant_mask)`` per ``messages`` row, truncated to ``max_length`` tokens."""
-    rows = []
-    for location, row_no, row in iter_rows(source, "train"):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or not messages:
-            raise ValueError(f"{location}, row {row_no}, field 'messages': PPO-ptx needs chat `messages` rows.")
+@dataclass(frozen=True)
+class _Demonstration:
+    ids: list[int]  # truncated to max_length
+    mask: list[int]  # 1 on assistant tokens
+    length: int  # before truncation
+
+
+def load_demonstrations(
+    source: str, tokenizer, max_length: int, *, split: str = "train", on_bad_row: str = "error"
+) -> tuple[list[tuple[list[int], list[int]]], LoadReport]:
+    """``(input_ids, assistant_mask)`` per ``messages`` row, truncated to ``max_length`` tokens.
+
+    Rows are read by the strict row loop and checked as SFT checks messages (roles ``system``,
+    ``user``, ``assistant``, non-blank contents). A row longer than ``max_length`` is truncated
+    and counted in ``report.truncated``; a row with no assistant token in its first
+    ``max_length`` tokens is skipped and counted as ``no_assistant_tokens``, whatever
+    ``on_bad_row`` says (it has nothing to learn from).
+
+    Args:
+        source: A ``messages`` dataset (see :mod:`align.data.source`), e.g. the SFT train file.
+        tokenizer: The policy's tokenizer; its chat template must mark assistant tokens
+            (``{% generation %}``).
+        max_length: Longest demonstration, in tokens.
+        split: Split to read.
+        on_bad_row: ``"error"`` raises at the first bad row; ``"skip"`` drops bad rows and counts
+            them by code.
+
+    Returns:
+        ``(rows, report)``: the ``(input_ids, assistant_mask)`` lists in source order and the
+        :class:`LoadReport`.
+
+    Raises:
+        DataError: A bad row with ``on_bad_row="error"`` (file, line, field and fix named).
+        ValueError: Bad arguments, or no demonstration with assistant tokens is left.
+    """
+    check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
+    check_positive("max_length", max_length)
+    report = LoadReport(describe_source(source, split), format="messages")
+
+    def check(raw, bad: BadRow) -> _Demonstration | Skip:
+        if "messages" not in raw:
+            reason = f"missing field 'messages' (the row has keys {sorted(raw)}); PPO-ptx needs chat `messages` rows"
+            raise bad("messages", "missing_field", reason)
+        messages = check_messages(raw["messages"], "messages", bad, report)
+        report.dropped_keys.update(k for k in raw if k != "messages")
         enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        ids, mask = list(enc["input_ids"])[:max_length], list(enc["assistant_masks"])[:max_length]
-        if any(mask):
-            rows.append((ids, mask))
-    if not rows:
-        raise ValueError(f"{source}: no demonstration with assistant tokens for PPO-ptx.")
-    return rows
+        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        if not any(mask[:max_length]):
+            within = f" within the first max_length={max_length}" if any(mask) else ""
+            reason = f"no assistant token{within} ({len(ids)} tokens), so nothing to learn from"
+            return Skip(bad("messages", "no_assistant_tokens", reason))
+        return _Demonstration(ids[:max_length], mask[:max_length], len(ids))
+
+    def too_long(demo: _Demonstration, bad: BadRow) -> DataError | None:
+        if demo.length <= max_length:
+            return None
+        return bad("messages", "too_long", f"{demo.length} tokens, longer than max_length={max_length}")
+
+    demos = check_rows(source, split, check, report, on_bad_row=on_bad_row, too_long=too_long, on_too_long="truncate")
+    if not demos:
+        raise ValueError(f"{source}: no demonstration with assistant tokens for PPO-ptx ({report.summary()}).")
+    return [(d.ids, d.mask) for d in demos], report
 
 
 class DemonstrationBatches:

@@ -464,3 +464,20 @@ def test_length_without_chat_template_is_text_plus_eos(tmp_path, tokenizer):
     load_preferences(str(path), tokenizer=plain, max_length=n)
     err = load_error(path, tokenizer=plain, max_length=n - 1)
     assert_names(err, path, 1, "chosen")
+
+
+def test_ranked_examples_keep_sources_when_the_row_has_one_per_response(tmp_path):
+    rows = [
+        {**RANKED, "sources": ["policy", "perturb:wrong", "policy"], "gold": [1, 0, 1]},
+        RANKED,
+        {**RANKED, "sources": ["policy"]},  # not one per response: left out, never a bad row
+        {**PAIR, "sources": ["policy", "perturb:swap"]},
+    ]
+    ranked = write_lines(tmp_path / "r.jsonl", rows[:3])
+    examples, report = load_preferences(str(ranked))
+    assert [ex.sources for ex in examples] == [["policy", "perturb:wrong", "policy"], None, None]
+    assert report.dropped_keys == {"gold", "sources"}  # row 3's sources were not kept
+    examples, report = load_preferences(str(write_lines(tmp_path / "k.jsonl", rows[:1])))
+    assert examples[0].sources == ["policy", "perturb:wrong", "policy"] and report.dropped_keys == {"gold"}
+    examples, _ = load_preferences(str(write_lines(tmp_path / "p.jsonl", rows[3:])))
+    assert examples[0].sources == ["policy", "perturb:swap"] and examples[0].responses == ["4", "5"]

@@ -1,15 +1,95 @@
+"""Tests for align.data.prompts: prompt files through the strict row loop, and the length rule."""
+
+from collections import Counter
+
 import pytest
 
-from align.data import DataError, load_prompts
+from align.data import DataError, LoadReport, load_prompts, tokenize_prompts
+from align.generation import chat_prompt_ids
+from tests.unit.data.helpers import write_lines
 
 
 def test_prompts_load_with_limit_and_bad_rows_are_named(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "What is 1 plus 2?"}\n{"prompt": "Hi"}\n{"prompt": ""}\n')
-    assert load_prompts(str(f), limit=2) == ["What is 1 plus 2?", "Hi"]
+    assert load_prompts(str(f), limit=2)[0] == ["What is 1 plus 2?", "Hi"]
     with pytest.raises(DataError, match=r"p.jsonl, line 3, field 'prompt'"):
         load_prompts(str(f))
     g = tmp_path / "q.jsonl"
     g.write_text('{"question": "x"}\n')
     with pytest.raises(DataError, match="missing"):
         load_prompts(str(g))
+
+
+def test_load_prompts_reports_reads_blanks_and_the_limit(tmp_path):
+    f = write_lines(tmp_path / "p.jsonl", [{"prompt": "a", "family": "x"}, "", {"prompt": "b"}, {"prompt": "c"}])
+    prompts, report = load_prompts(str(f))
+    assert prompts == ["a", "b", "c"]
+    assert (report.source, report.rows_read, report.rows_kept, report.blank_lines) == (str(f), 3, 3, 1)
+    assert report.rows_skipped == 0 and report.dropped_keys == {"family"} and not report.limit_hit
+    prompts, report = load_prompts(str(f), limit=2)
+    # The loop stops at the limit: the third prompt row is never read.
+    assert prompts == ["a", "b"] and (report.rows_read, report.rows_kept, report.limit_hit) == (2, 2, True)
+
+
+def test_load_prompts_skip_counts_bad_rows_and_keeps_the_order(tmp_path):
+    f = write_lines(tmp_path / "p.jsonl", [{"prompt": "a"}, {"prompt": " "}, "{broken", {"text": "t"}, {"prompt": 3},
+                                           {"prompt": "b"}])
+    prompts, report = load_prompts(str(f), on_bad_row="skip")
+    assert prompts == ["a", "b"]
+    assert report.skipped == Counter({"bad_prompt": 3, "malformed_json": 1})
+    assert report.rows_read == 6 == report.rows_kept + report.rows_skipped
+    assert report.as_metrics("data/train/")["data/train/skipped/bad_prompt"] == 3
+    with pytest.raises(DataError, match=r"line 2, field 'prompt': expected a non-empty string, got str ' '"):
+        load_prompts(str(f))  # on_bad_row="error" is the default
+
+
+def test_load_prompts_with_nothing_left_or_bad_arguments(tmp_path):
+    f = write_lines(tmp_path / "p.jsonl", [{"prompt": ""}])
+    with pytest.raises(ValueError, match=r"no prompts found\. \(.*skipped 1 \(bad_prompt: 1\)"):
+        load_prompts(str(f), on_bad_row="skip")
+    with pytest.raises(ValueError, match="on_bad_row='drop' is not supported"):
+        load_prompts(str(f), on_bad_row="drop")
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        load_prompts(str(f), limit=0)
+
+
+# ----------------------------------------------------------------------------- tokenize_prompts
+
+SHORT, LONG = "hi", "the quick brown fox jumps over the lazy dog, hello world"
+
+
+def test_tokenize_prompts_gives_chat_prompt_ids_in_order(tokenizer):
+    kept, ids, report = tokenize_prompts(tokenizer, [LONG, SHORT], 1000, "error", "p.jsonl")
+    assert kept == [LONG, SHORT] and ids == [chat_prompt_ids(tokenizer, q) for q in kept]
+    assert tokenizer.decode(ids[0]) == f"<|im_start|>user\n{LONG}<|im_end|>\n<|im_start|>assistant\n"
+    assert (report.rows_read, report.rows_kept, report.rows_skipped) == (2, 2, 0)
+
+
+def test_tokenize_prompts_too_long_error_names_the_row(tokenizer):
+    n_short, n_long = len(chat_prompt_ids(tokenizer, SHORT)), len(chat_prompt_ids(tokenizer, LONG))
+    assert n_short < n_long
+    message = (rf"^p\.jsonl, row 2, field 'prompt': {n_long} tokens > max_prompt_length={n_long - 1}; raise "
+               r"max_prompt_length or set on_too_long=skip \(counted\)\.$")
+    with pytest.raises(ValueError, match=message):
+        tokenize_prompts(tokenizer, [SHORT, LONG, SHORT], n_long - 1, "error", "p.jsonl")
+    with pytest.raises(ValueError, match=rf"^p\.jsonl: every prompt is longer than max_prompt_length={n_short - 1}\.$"):
+        tokenize_prompts(tokenizer, [SHORT, LONG], n_short - 1, "skip", "p.jsonl")
+
+
+def test_tokenize_prompts_skip_counts_too_long_in_the_load_report(tmp_path, tokenizer):
+    f = write_lines(tmp_path / "p.jsonl", [{"prompt": SHORT}, {"prompt": LONG}, "", {"prompt": SHORT + "!"}])
+    prompts, report = load_prompts(str(f))
+    n_long = len(chat_prompt_ids(tokenizer, LONG))
+    kept, ids, same = tokenize_prompts(tokenizer, prompts, n_long - 1, "skip", str(f), report)
+    assert same is report and kept == [SHORT, SHORT + "!"] and len(ids) == 2
+    assert report.skipped == Counter({"too_long": 1}) and (report.rows_read, report.rows_kept) == (3, 2)
+    assert report.rows_read == report.rows_kept + report.rows_skipped
+    assert report.as_metrics("data/train/")["data/train/skipped/too_long"] == 1 and report.blank_lines == 1
+
+
+def test_tokenize_prompts_checks_its_arguments(tokenizer):
+    with pytest.raises(ValueError, match="on_too_long='truncate' is not supported"):
+        tokenize_prompts(tokenizer, [SHORT], 10, "truncate")
+    with pytest.raises(AssertionError):  # a report of another load
+        tokenize_prompts(tokenizer, [SHORT], 10, "skip", "p", LoadReport("p", rows_read=2, rows_kept=2))

@@ -7,7 +7,7 @@ from align.eval.gold import gold_metrics, gold_win_rate
 from align.farm import parse_task
 from align.generation import Generations
 
-PROMPTS = load_prompts("data/farm/prompts_validation.jsonl", limit=20)
+PROMPTS, _ = load_prompts("data/farm/prompts_validation.jsonl", limit=20)
 REFERENCES = [parse_task(p).reference for p in PROMPTS]
 
 

@@ -1,8 +1,14 @@
-"""PPO-ptx demonstration batches: every row once per epoch, seeded, resumable by position."""
+"""PPO-ptx: demonstrations read strictly and counted; batches visit every row once per epoch,
+seeded, resumable by position."""
 
+from collections import Counter
+
+import pytest
 import torch
 
-from align.ppo.ptx import DemonstrationBatches
+from align.data import DataError
+from align.ppo.ptx import DemonstrationBatches, load_demonstrations
+from tests.unit.data.helpers import make_tokenizer, write_lines
 
 ROWS = [([10 + i, 20 + i, 30 + i][: 1 + i % 3], [0, 1, 1][: 1 + i % 3]) for i in range(7)]
 
@@ -30,3 +36,67 @@ def test_labels_cover_assistant_tokens_only_and_padding_is_masked():
     assert (labels[attn == 0] == -100).all()  # padding
     assert (labels[:, 0] == -100).all()  # every row's first token is outside the assistant mask
     assert torch.equal(labels[labels != -100], ids[labels != -100]) and (labels != -100).any()
+
+
+# ----------------------------------------------------------------------------- load_demonstrations
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def chat(*turns: tuple[str, str]) -> dict:
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+
+GOOD = chat(("user", "hello world"), ("assistant", "the quick brown fox jumps over the lazy dog"))
+
+
+def encode(tokenizer, row):
+    enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    return list(enc["input_ids"]), list(enc["assistant_masks"])
+
+
+def test_demonstrations_are_the_chat_template_with_its_assistant_mask(tmp_path, tokenizer):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, "", {**GOOD, "family": "x"}])
+    rows, report = load_demonstrations(str(path), tokenizer, 1000)
+    assert rows == [encode(tokenizer, GOOD)] * 2 and any(rows[0][1]) and not all(rows[0][1])
+    assert (report.rows_read, report.rows_kept, report.rows_skipped, report.truncated, report.blank_lines) == (2, 2, 0, 0, 1)
+    assert report.dropped_keys == {"family"} and report.format == "messages"
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "code", "reason"),
+    [
+        (chat(("user", "hi"), ("bot", "yo")), "messages[1].role", "unknown_role", "unknown role 'bot'"),
+        (chat(("user", "hi"), ("assistant", " ")), "messages[1].content", "empty_content", "content is empty"),
+        ({"text": "hi"}, "messages", "missing_field", "missing field 'messages' (the row has keys ['text'])"),
+        ({"messages": "hi"}, "messages", "wrong_type", "must be a list of messages"),
+        ({"messages": []}, "messages", "empty_messages", "the message list is empty"),
+    ],
+)
+def test_bad_demonstrations_name_file_line_and_field(tmp_path, tokenizer, row, field, code, reason):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, row])
+    with pytest.raises(DataError) as info:
+        load_demonstrations(str(path), tokenizer, 1000)
+    assert (info.value.row, info.value.field, info.value.code) == (2, field, code)
+    assert str(info.value).startswith(f"{path}, line 2, field '{field}': {reason}")
+    rows, report = load_demonstrations(str(path), tokenizer, 1000, on_bad_row="skip")
+    assert len(rows) == 1 and report.skipped == Counter({code: 1}) and report.rows_read == 2
+
+
+def test_truncated_rows_are_counted_and_rows_without_assistant_tokens_skipped(tmp_path, tokenizer):
+    ids, mask = encode(tokenizer, GOOD)
+    first = mask.index(1)  # tokens before the assistant's reply
+    no_reply = chat(("user", "hello world"))
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, no_reply, GOOD])
+    # The reply's first two tokens fit: both rows kept, truncated and counted; the user-only row is
+    # skipped whatever on_bad_row says (the default is "error").
+    rows, report = load_demonstrations(str(path), tokenizer, first + 2)
+    assert rows == [(ids[: first + 2], mask[: first + 2])] * 2
+    assert report.truncated == 2 and report.skipped == Counter({"no_assistant_tokens": 1})
+    assert report.rows_read == 3 == report.rows_kept + report.rows_skipped
+    # No reply token fits: nothing is left, and the message says what was counted.
+    with pytest.raises(ValueError, match=r"no demonstration with assistant tokens for PPO-ptx .*no_assistant_tokens: 3"):
+        load_demonstrations(str(path), tokenizer, first)
