@@ -44,7 +44,14 @@ from omegaconf import DictConfig
 
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
-from align.distributed import is_main_process, partition_report, whole_parameters, write_rank_report, zero_stage
+from align.distributed import (
+    consolidated_state_dict,
+    is_main_process,
+    partition_report,
+    whole_parameters,
+    write_rank_report,
+    zero_stage,
+)
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
 from align.models.adapters import save_full_final
@@ -523,7 +530,7 @@ def _finish_deepspeed(engines: dict, models, dp, tokenizer, out_dir: Path, polic
               **{name: partition_report(engine) for name, engine in engines.items()}}
     write_rank_report(out_dir, report)
     if dp.zero == 3:
-        state = engines["policy"]._zero3_consolidated_16bit_state_dict()  # a collective; whole on rank 0
+        state = consolidated_state_dict(engines["policy"])  # a collective; whole on rank 0
         if is_main_process():
             final = out_dir / "final"
             models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
@@ -536,10 +543,10 @@ def _finish_deepspeed(engines: dict, models, dp, tokenizer, out_dir: Path, polic
         return models
     from transformers import AutoModelForCausalLM
 
-    from align.ppo.models import PPOModels, _frozen
+    from align.ppo.models import PPOModels, frozen
 
-    return PPOModels("full", _frozen(AutoModelForCausalLM.from_pretrained(out_dir / "final").to(device)), None,
-                     _frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
+    return PPOModels("full", frozen(AutoModelForCausalLM.from_pretrained(out_dir / "final").to(device)), None,
+                     frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
                      load_reward_model(rm_path, tokenizer.pad_token_id, torch.float32, device))
 
 

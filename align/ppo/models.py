@@ -99,7 +99,7 @@ def load_ppo_models(
         return load_reward_model(reward_path, pad_token_id, dtype, device)
 
     if mode == "full":
-        ref_model, reward_model = _frozen(causal_lm()), _frozen(scalar_model())
+        ref_model, reward_model = frozen(causal_lm()), frozen(scalar_model())
         return PPOModels("full", causal_lm(), scalar_model(), ref_model, reward_model)
 
     from peft import LoraConfig, get_peft_model
@@ -111,7 +111,9 @@ def load_ppo_models(
     return PPOModels("lora", policy, value)
 
 
-def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off (the reference and the
+    reward model); returned for chaining."""
     model.eval()
     model.requires_grad_(False)
     return model
