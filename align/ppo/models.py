@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from align.distributed import whole_parameters
+from align.models.loading import is_base_parameter, params_checksum
 from align.ppo.rollout import Rollout
 from align.rm.folder import load_reward_model
 
@@ -117,6 +119,13 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def reference_fingerprint(models: PPOModels) -> float:
+    """Checksum of the reference's weights (the frozen base in lora mode), which must not move.
+    Under ZeRO-3 a collective: every process gathers the shards."""
+    with models.reference() as ref, whole_parameters(ref):
+        return params_checksum(ref, include=is_base_parameter)
 
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
