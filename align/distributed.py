@@ -201,6 +201,35 @@ def partition_report(engine) -> dict:
     }
 
 
+def consolidated_state_dict(engine) -> dict[str, torch.Tensor] | None:
+    """The whole 16-bit state dict of a ZeRO-3 engine's module, gathered from every rank's shards.
+
+    A collective: every rank must call it. Rank 0 gets the full state dict (on CPU, tied weights
+    kept tied); the other ranks get ``None``.
+
+    Why a wrapper: under ZeRO-3 each rank holds only its shard of every parameter, so the
+    module's own ``state_dict()`` is empty placeholders, and saving a Hugging Face ``final/``
+    needs the shards gathered first. DeepSpeed's public ``engine.save_16bit_model(dir)`` gathers
+    them but writes its own ``pytorch_model.bin`` (and only when the config sets
+    ``stage3_gather_16bit_weights_on_model_save``), not a folder ``from_pretrained`` loads. The
+    method that returns the gathered dict is private (``_zero3_consolidated_16bit_state_dict``);
+    the HF Trainer and Accelerate call it the same way. It is called here alone, so a DeepSpeed
+    release that renames it breaks in one place, next to this explanation.
+
+    Args:
+        engine: A ``DeepSpeedEngine`` under ZeRO-3.
+
+    Raises:
+        ValueError: When ``engine`` does not partition its parameters (ZeRO-1/2: the module's
+            ``state_dict()`` is already whole on every rank).
+    """
+    stage = int(engine.zero_optimization_stage())
+    if stage != 3:
+        raise ValueError(f"consolidated_state_dict needs a ZeRO-3 engine, got ZeRO-{stage}; "
+                         "under ZeRO-1/2 use module.state_dict() (whole on every rank).")
+    return engine._zero3_consolidated_16bit_state_dict()
+
+
 def write_rank_report(out_dir: Path, report: dict) -> Path:
     """Write ``<stage dir>/distributed/rank<k>.json`` (one file per rank: no races)."""
     path = Path(out_dir) / RANK_DIR / f"rank{report['rank']}.json"

@@ -2,41 +2,42 @@
 
 TRL removed its ``PPOTrainer`` in 2026; this loop is ours, built from the small parts in
 ``align/ppo/`` and the losses in ``align/losses.py``, and reads top to bottom like CleanRL's
-``ppo.py``. Each iteration:
-
-    rollout     sample one response per prompt from the policy (KV cache, left padding,
-                stop at EOS, trimmed to the longest real response)
-    experience  old/reference log-probs, values, RM scores (normalized, no-EOS penalty),
-                KL-shaped rewards, GAE advantages (whitened) and returns
-    update      ppo_epochs over shuffled minibatches: clipped policy loss + vf_coef * clipped value
-                loss (- entropy bonus, + PPO-ptx), gradient accumulation and clipping
-    control     the KL controller moves beta towards its target
-    monitor     every eval.every iterations: proxy and gold scores of greedy and sampled
-                responses on held-out prompts (history.jsonl, the plot), checkpoint
+``ppo.py``.
 
 Steps:
     1. Validate the config and the reward model's quality gate (before loading a model).
     2. Tokenizer and prompts.
-    3. Models for ``ppo.mode`` (full: four models; lora: two bases with adapters), optimizers.
+    3. Models for ``ppo.mode`` (full: four models; lora: two bases with adapters), the training
+       backend (``align/ppo/steps.py``: AdamW per model, or DeepSpeed engines), the KL controller.
     4. Resume from the newest checkpoint when ``resume=true``.
-    5. The loop.
-    6. Final comparison with SFT on the test prompts; save ``final/``; ``metrics.json``.
+    5. The loop; each iteration:
+       5.1 rollout     sample one response per prompt from the policy (KV cache, left padding,
+                       stop at EOS, trimmed to the longest real response)
+       5.2 experience  old/reference log-probs, values, RM scores (normalized, no-EOS penalty),
+                       KL-shaped rewards, GAE advantages (whitened) and returns
+       5.3 update      ppo_epochs over shuffled minibatches: clipped policy loss + vf_coef * clipped
+                       value loss (- entropy bonus, + PPO-ptx), gradient accumulation and clipping
+       5.4 KL control  the KL controller moves beta towards its target
+       5.5 log, monitor, checkpoint   every eval.every iterations: proxy and gold scores of greedy
+                       and sampled responses on held-out prompts (history.jsonl, the plot); every
+                       checkpoint.every iterations: a checkpoint
+    6. Finish training (the backend), final comparison with SFT on the test prompts; save
+       ``final/``; ``metrics.json``.
 
 Under DeepSpeed (``deepspeed=zero1|zero2|zero3``, ``make ppo NPROC=2 DS=zero3``) every process
 runs the loop on its ``1/N`` of each batch (``align/ppo/distributed.py``); ZeRO-3's ``final/``
-is consolidated from the shards, and only rank 0 goes on to the final comparison.
+is consolidated from the shards, and only rank 0 goes on to the final comparison. The loop does
+not ask which backend it runs on: :func:`align.ppo.steps.make_steps` picks it once.
 
 Run: ``make ppo`` (after ``make rm``) or ``python stages/ppo.py [overrides]``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from pathlib import Path
 
 import hydra
 import torch
@@ -44,39 +45,36 @@ from omegaconf import DictConfig
 
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, tokenize_prompts
-from align.distributed import is_main_process, partition_report, whole_parameters, write_rank_report, zero_stage
+from align.distributed import is_main_process, zero_stage
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
-from align.models.adapters import save_full_final
 from align.models.loading import (
     count_parameters,
-    is_base_parameter,
     load_tokenizer,
-    params_checksum,
     resolve_full_model_path,
     snapshot_trainable,
     trainable_delta_norm,
 )
 from align.models.precision import precision_args
 from align.outputs import write_metrics
-from align.ppo.checkpoint import (
-    load_engine_checkpoint,
-    load_latest,
-    load_trainable_state,
-    save_checkpoint,
-    save_engine_checkpoint,
-    set_rng_state,
-    trainable_state,
-)
-from align.ppo.distributed import fill_config, local_batch_sizes, setup_data_parallel, wrap_frozen, wrap_trainable
+from align.ppo.distributed import local_batch_sizes, setup_data_parallel
 from align.ppo.experience_maker import RewardSpec, experience_rollout, make_experience
-from align.ppo.kl import make_kl_controller
-from align.ppo.models import MODES, load_ppo_models, logprobs_from_logits, response_logits, response_values, reward_suffix_ids
+from align.ppo.kl import controller_options, make_kl_controller
+from align.ppo.models import (
+    MODES,
+    load_ppo_models,
+    logprobs_from_logits,
+    reference_fingerprint,
+    response_logits,
+    response_values,
+    reward_suffix_ids,
+)
 from align.ppo.monitor import append_history, plot_history, policy_snapshot, read_history, truncate_history
+from align.ppo.prompt_order import prompt_indices
 from align.ppo.rollout import decode_responses, generate_rollout, rollout_generations
 from align.ppo.seeded_sampling import row_seed
-from align.ppo.steps import DeepSpeedSteps, LocalSteps
-from align.rm.folder import check_gate, load_reward_model, read_normalization
+from align.ppo.steps import autocast_context, lr_lambda, make_steps
+from align.rm.folder import check_gate, read_normalization
 from align.runtime import peak_rss_mb, release_free_memory
 
 log = logging.getLogger("align.ppo")
@@ -90,17 +88,11 @@ def run(cfg: DictConfig) -> float:
     policy_path = resolve_full_model_path(cfg.model.name_or_path)
     rm_path = resolve_full_model_path(cfg.reward_model.name_or_path)
     check_gate(rm_path, p.allow_failed_rm)
-    ds_config = to_plain(cfg.deepspeed.get("config")) or None
-    if zero_stage(ds_config) == 3 and p.mode == "lora":
-        raise ValueError("ppo.mode=lora cannot run under DeepSpeed ZeRO-3 (the reference is the policy's base with "
-                         "its adapter off, and adapters are saved from whole weights): use deepspeed=zero2 "
-                         "(or zero1) with ppo.mode=lora, or ppo.mode=full with zero3.")
-    dp = setup_data_parallel(ds_config)  # world 1 without DeepSpeed
-    local_rollout, local_mini, local_micro = local_batch_sizes(p.rollout_batch_size, p.mini_batch_size,
-                                                               p.micro_batch_size, dp.world)
+    dp = setup_data_parallel(to_plain(cfg.deepspeed.get("config")) or None)  # world 1 without DeepSpeed
+    _, local_mini, local_micro = local_batch_sizes(p.rollout_batch_size, p.mini_batch_size, p.micro_batch_size, dp.world)
     out_dir = begin_stage(cfg)
     device = torch.device("cuda", dp.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    autocast = _autocast(cfg.precision, device)
+    autocast = autocast_context(cfg.precision, device)
 
     # 2. Tokenizer (the reward model must share it: scores are read on the policy's tokens) and prompts.
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
@@ -116,49 +108,29 @@ def run(cfg: DictConfig) -> float:
     gold = cfg.data.gold == "farm"
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
 
-    # 3. Models, optimizers, schedulers, KL controller.
+    # 3. Models, the training backend (optimizers and schedulers, or DeepSpeed engines), KL controller.
     models = load_ppo_models(policy_path, rm_path, tokenizer.pad_token_id, p.mode, to_plain(p.lora), to_plain(p.lora),
                              device=device)
     spec = RewardSpec(*read_normalization(rm_path, cfg.reward_model.normalize), p.no_eos_penalty,
                       tokenizer.eos_token_id, tokenizer.pad_token_id, reward_suffix_ids(tokenizer))
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
-    schedule = _lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
-    kl_ctl = make_kl_controller(p.kl.kind, **_kl_kwargs(p.kl))
+    schedule = lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
+    kl_ctl = make_kl_controller(p.kl.kind, **controller_options(p.kl))
     ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     trainable_pi, total_pi = count_parameters(models.policy)
     trainable_v, total_v = count_parameters(models.value)
     log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
 
     before = snapshot_trainable(models.policy) if is_main_process() else {}  # SFT weights (LoRA: zero deltas)
-    ref_before = _reference_fingerprint(models)
-    if dp.deepspeed:  # engines: policy and value sharded (ZeRO), the frozen models partitioned under ZeRO-3
-        engines = _deepspeed_engines(models, dp, cfg, schedule, local_micro, local_mini // local_micro, device)
-        steps = DeepSpeedSteps(engines, dp.world, local_mini // local_micro)
-        log.info("DeepSpeed ZeRO-%d on %d processes: per process %d rollouts, minibatch %d, micro-batch %d",
-                 dp.zero, dp.world, local_rollout, local_mini, local_micro)
-    else:
-        engines = {}
-        opts = {"policy": torch.optim.AdamW(models.trainable("policy"), lr=p.policy_lr, eps=p.adam_eps,
-                                            weight_decay=p.weight_decay),
-                "value": torch.optim.AdamW(models.trainable("value"), lr=p.value_lr, eps=p.adam_eps,
-                                           weight_decay=p.weight_decay)}
-        steps = LocalSteps(models, opts, {k: torch.optim.lr_scheduler.LambdaLR(o, schedule) for k, o in opts.items()},
-                           p.max_grad_norm)
+    ref_before = reference_fingerprint(models)
+    steps = make_steps(models, dp, policy_lr=p.policy_lr, value_lr=p.value_lr, eps=p.adam_eps, weight_decay=p.weight_decay,
+                       max_grad_norm=p.max_grad_norm, schedule=schedule, micro=local_micro,
+                       accumulation=local_mini // local_micro, precision=cfg.precision, device=device)
 
-    # 4. Resume.
+    # 4. Resume: the backend restores weights, optimizers and RNG; the loop's own state is restored here.
     start_iter = 0
-    state = None
-    if cfg.resume:
-        state = load_engine_checkpoint(out_dir / "checkpoints", engines) if engines else load_latest(out_dir / "checkpoints")
+    state = steps.load_latest(out_dir / "checkpoints") if cfg.resume else None
     if state is not None:
-        if ("policy" in state) == bool(engines):
-            raise ValueError(f"{out_dir / 'checkpoints'}: the newest checkpoint was written "
-                             f"{'without' if engines else 'under'} DeepSpeed; resume it the same way (deepspeed=...).")
-        if not engines:
-            load_trainable_state(models.policy, state["policy"])
-            load_trainable_state(models.value, state["value"])
-            steps.load_state_dict(state)
-            set_rng_state(state["rng"])
         kl_ctl.load_state_dict(state["kl"])
         if ptx is not None:
             ptx.position = state["ptx_position"]
@@ -187,27 +159,26 @@ def run(cfg: DictConfig) -> float:
                           [[iteration, q, r] for q, r in zip(val_prompts, greedy.texts)][: cfg.eval.num_samples_logged])
         log.info("monitor @%d: %s", iteration, json.dumps({k: round(v, 4) for k, v in snap.items()}))
 
-    # Every process joins the monitor under ZeRO-3 (each forward pass gathers weights); rank 0 alone otherwise.
-    monitoring = is_main_process() or dp.zero == 3
-    if cfg.eval.every and start_iter == 0 and monitoring:
+    if cfg.eval.every and start_iter == 0 and steps.monitors:
         start_stats: dict[str, float] = {}
         monitor(0, start_stats)
         tracker.log(start_stats, step=0)
     timed = {"samples": 0, "seconds": 0.0}
     last: dict[str, float] = {}
     for it in range(start_iter, p.total_iterations):
+        # 5.1 Rollout: this process's share of the iteration's prompts (a function of seed and it).
         t0 = time.perf_counter()
-        positions = dp.share(list(range(p.rollout_batch_size)))  # this process's share of the batch
-        batch_indices = _prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)
+        positions = dp.share(list(range(p.rollout_batch_size)))
+        batch_indices = prompt_indices(len(train_ids), it, p.rollout_batch_size, cfg.seed)
         indices = [batch_indices[k] for k in positions]
         batch = [train_ids[i] for i in indices]
         seeds = [row_seed(cfg.seed, it, k) for k in positions] if cfg.generation.row_seeds else None
-        if dp.deepspeed:  # each process's sampling stream is a function of (seed, iteration, rank)
-            torch.manual_seed(row_seed(cfg.seed, it, p.rollout_batch_size + dp.rank))
+        steps.seed_sampling(cfg.seed, it, p.rollout_batch_size)
         with autocast:
             rollout = generate_rollout(models.policy, batch, spec.eos_token_id, spec.pad_token_id,
                                        cfg.generation.max_new_tokens, True, cfg.generation.temperature,
                                        cfg.generation.top_p, row_seeds=seeds)
+            # 5.2 Experience: log-probs, values, scores, KL-shaped rewards, advantages and returns.
             exp, stats = make_experience(models, rollout, spec, kl_ctl.value, p.kl_estimator, p.gamma, p.lam,
                                          p.whiten_advantages, cfg.generation.temperature, local_micro,
                                          dp.sum if dp.world > 1 else None)
@@ -219,16 +190,19 @@ def run(cfg: DictConfig) -> float:
                                for i, r, sc in zip(indices[:k], texts, exp.scores[:k])])
         del rollout
         release_free_memory()  # glibc keeps freed pages: without this, memory grows every iteration
+        # 5.3 Update: ppo_epochs over shuffled minibatches (the critic alone during its warm-up).
         t1 = time.perf_counter()
         stats.update(_update(models, exp, steps, dp, cfg, it, autocast, ptx, (local_mini, local_micro),
                              train_policy=it >= p.critic_warmup_iterations))
         del exp
         release_free_memory()
+        # 5.4 KL control: beta moves towards its target (the logged value is the one this iteration used).
         stats["ppo/kl_coef"] = kl_ctl.value
         kl_ctl.update(stats["ppo/kl_ref"], p.rollout_batch_size)
         t2 = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.empty_cache()  # generation and training must not keep each other's buffers
+        # 5.5 Log, monitor, checkpoint.
         stats.update({"timing/rollout": t1 - t0, "timing/update": t2 - t1, "rollout/samples": (it + 1) * p.rollout_batch_size,
                       "ppo/lr": steps.lr()})
         if it > start_iter or p.total_iterations - start_iter == 1:  # the first iteration warms up
@@ -237,27 +211,21 @@ def run(cfg: DictConfig) -> float:
         if (it + 1) % cfg.log_every == 0 or it + 1 == p.total_iterations:
             log.info("iter %d/%d | %s", it + 1, p.total_iterations, " ".join(
                 f"{k.split('/')[-1]}={v:.4g}" for k, v in stats.items() if k.startswith(("ppo/", "rollout/score", "timing/"))))
-        if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations) and monitoring:
+        if cfg.eval.every and ((it + 1) % cfg.eval.every == 0 or it + 1 == p.total_iterations) and steps.monitors:
             monitor(it + 1, stats)
         tracker.log(stats, step=it + 1)
         last = stats
         if cfg.checkpoint.every and (it + 1) % cfg.checkpoint.every == 0:
             rest = {"kl": kl_ctl.state_dict(), "ptx_position": ptx.position if ptx is not None else 0}
-            if engines:
-                save_engine_checkpoint(out_dir / "checkpoints", it + 1, engines, rest, cfg.checkpoint.keep, dp)
-            else:
-                save_checkpoint(out_dir / "checkpoints", it + 1, {
-                    "policy": trainable_state(models.policy), "value": trainable_state(models.value),
-                    **steps.state_dict(), **rest}, keep=cfg.checkpoint.keep)
+            steps.save_checkpoint(out_dir / "checkpoints", it + 1, rest, cfg.checkpoint.keep)
 
-    # 6. Final comparison with SFT on the test prompts, save, metrics. Under DeepSpeed: each
-    #    process reports what it holds, ZeRO-3 gathers final/ from the shards, and only rank 0
-    #    goes on (with plain models reloaded from the folders under ZeRO-3).
-    reference_unchanged = _reference_fingerprint(models) == ref_before
-    if engines:
-        models = _finish_deepspeed(engines, models, dp, tokenizer, out_dir, policy_path, rm_path, device)
-        if models is None:  # not rank 0
-            return float("nan")
+    # 6. Finish, compare with SFT on the test prompts, save, metrics. Under DeepSpeed each process
+    #    reports what it holds, ZeRO-3 gathers final/ from the shards, and only rank 0 goes on
+    #    (with plain models reloaded from the folders under ZeRO-3).
+    reference_unchanged = reference_fingerprint(models) == ref_before
+    models = steps.finish(out_dir, tokenizer, policy_path, rm_path, device)
+    if models is None:  # not rank 0
+        return float("nan")
     # The monitor's held-out scores are in history.jsonl; metrics.json's gold/rm/kl/gen come from the test prompts.
     metrics = {k: v for k, v in last.items() if not k.startswith(("timing/", "gold/", "rm/", "kl/", "gen/"))}
     metrics.update({
@@ -269,8 +237,6 @@ def run(cfg: DictConfig) -> float:
         "model/value_trainable_parameters": trainable_v,
         "train/policy_delta_norm": trainable_delta_norm(models.policy, before),
         "train/reference_unchanged": reference_unchanged,
-        "data/train_prompts": len(train_ids),
-        "data/train_prompts_skipped_too_long": skipped,
         **train_report.as_metrics("data/train/"),
         **(ptx_report.as_metrics("data/ptx/") if ptx_report is not None else {}),
     })
@@ -280,8 +246,7 @@ def run(cfg: DictConfig) -> float:
         with autocast:
             metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker))
     plot_history(out_dir, read_history(out_dir))
-    if dp.zero != 3:  # ZeRO-3: final/ is already written, from the shards
-        _save_final(models, tokenizer, out_dir)
+    steps.save_final(models, tokenizer, out_dir)  # ZeRO-3: already written by finish(), from the shards
     write_metrics(out_dir, metrics)
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
@@ -417,48 +382,12 @@ def _validate(cfg) -> None:
     if not cfg.generation.temperature > 0:
         raise ValueError("generation.temperature must be > 0 (PPO samples; greedy rollouts have no ratio).")
     precision_args(cfg.precision)  # refuses fp16 on CPU with a fix
+    if zero_stage(to_plain(cfg.deepspeed.get("config")) or None) == 3 and p.mode == "lora":
+        raise ValueError("ppo.mode=lora cannot run under DeepSpeed ZeRO-3 (the reference is the policy's base with "
+                         "its adapter off, and adapters are saved from whole weights): use deepspeed=zero2 "
+                         "(or zero1) with ppo.mode=lora, or ppo.mode=full with zero3.")
 
 
-def _prompt_indices(n: int, it: int, batch_size: int, seed: int) -> list[int]:
-    """Prompts of iteration ``it``: epochs of a seeded permutation, so the position is just ``it``."""
-    out = []
-    for pos in range(it * batch_size, (it + 1) * batch_size):
-        epoch, index = divmod(pos, n)
-        out.append(int(_permutation(n, seed, epoch)[index]))
-    return out
-
-
-_PERMS: dict[tuple[int, int, int], torch.Tensor] = {}
-
-
-def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    key = (n, seed, epoch)
-    if key not in _PERMS:
-        _PERMS[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-    return _PERMS[key]
-
-
-def _kl_kwargs(kl) -> dict:
-    if kl.kind == "fixed":
-        return {"kl_coef": kl.kl_coef}
-    return {"init_kl_coef": kl.init_kl_coef, "target": kl.target, "horizon": kl.horizon}
-
-
-def _lr_lambda(kind: str, total_steps: int):
-    if kind == "constant":
-        return lambda step: 1.0
-    if kind == "linear":
-        return lambda step: max(0.0, 1.0 - step / max(1, total_steps))
-    raise ValueError(f"ppo.lr_scheduler={kind!r} is not one of constant, linear.")
-
-
-def _autocast(precision: str, device: torch.device):
-    args = precision_args(precision)
-    if args["bf16"] and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if args["fp16"]:
-        raise ValueError("ppo: precision=fp16 is not supported (no loss scaling in the loop); use bf16 or fp32.")
-    return contextlib.nullcontext()
 
 
 def _ptx_batches(cfg, tokenizer):
@@ -467,69 +396,6 @@ def _ptx_batches(cfg, tokenizer):
     rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
     report.log(log)
     return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
-
-
-def _reference_fingerprint(models) -> float:
-    """Checksum of the reference's weights (the frozen base in lora mode): must not move.
-    Under ZeRO-3 a collective (the shards are gathered on every process)."""
-    with models.reference() as ref, whole_parameters(ref):
-        return params_checksum(ref, include=is_base_parameter)
-
-
-def _deepspeed_engines(models, dp, cfg, schedule, micro: int, accumulation: int, device) -> dict:
-    """Wrap the policy and value model in DeepSpeed engines (and partition the frozen models
-    under ZeRO-3); ``models`` then holds the engines' modules. Returns the engines by name."""
-    p = cfg.ppo
-    bf16 = device.type == "cuda" and precision_args(cfg.precision)["bf16"]
-    hidden = models.policy.config.hidden_size
-
-    def config(lr: float) -> dict:
-        return fill_config(dp.config, micro=micro, accumulation=accumulation, world=dp.world,
-                           max_grad_norm=p.max_grad_norm, hidden_size=hidden, bf16=bf16,
-                           optimizer={"lr": lr, "betas": [0.9, 0.999], "eps": p.adam_eps, "weight_decay": p.weight_decay})
-
-    engines = {
-        "policy": wrap_trainable(models.policy, config(p.policy_lr), p.policy_lr, p.adam_eps, p.weight_decay, schedule),
-        "value": wrap_trainable(models.value, config(p.value_lr), p.value_lr, p.adam_eps, p.weight_decay, schedule),
-    }
-    models.policy, models.value = engines["policy"].module, engines["value"].module
-    if models.mode == "full":
-        models.ref_model = wrap_frozen(models.ref_model, config(p.policy_lr))
-        models.reward_model = wrap_frozen(models.reward_model, config(p.policy_lr))
-    return engines
-
-
-def _finish_deepspeed(engines: dict, models, dp, tokenizer, out_dir: Path, policy_path: str, rm_path: str, device):
-    """End of a DeepSpeed run on every process: write this process's partition report; under
-    ZeRO-3 gather the policy's shards into ``final/`` (a normal Hugging Face folder) and give rank
-    0 plain models reloaded from the folders. Returns the models on rank 0, ``None`` elsewhere."""
-    report = {"rank": dp.rank, "world_size": dp.world, "zero_stage": dp.zero,
-              **{name: partition_report(engine) for name, engine in engines.items()}}
-    write_rank_report(out_dir, report)
-    if dp.zero == 3:
-        state = engines["policy"]._zero3_consolidated_16bit_state_dict()  # a collective; whole on rank 0
-        if is_main_process():
-            final = out_dir / "final"
-            models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
-            tokenizer.save_pretrained(final)
-            log.info("ZeRO-3 policy consolidated into %s; reloading it as a plain model", final)
-    dp.barrier()
-    if not is_main_process():
-        return None
-    if dp.zero != 3:
-        return models
-    from transformers import AutoModelForCausalLM
-
-    from align.ppo.models import PPOModels, _frozen
-
-    return PPOModels("full", _frozen(AutoModelForCausalLM.from_pretrained(out_dir / "final").to(device)), None,
-                     _frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
-                     load_reward_model(rm_path, tokenizer.pad_token_id, torch.float32, device))
-
-
-def _save_final(models, tokenizer, out_dir: Path) -> None:
-    """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``."""
-    save_full_final(models.policy, tokenizer, out_dir, "lora" if models.mode == "lora" else "none")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")

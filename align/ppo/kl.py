@@ -12,6 +12,7 @@ Units: ``current_kl`` is the batch mean of the per-response KL, summed over its 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 KL_CONTROLLER_KINDS = ("fixed", "adaptive")
@@ -119,6 +120,16 @@ def make_kl_controller(kind: str, **kwargs: Any) -> KLController:
         raise TypeError(
             f"make_kl_controller: kind={kind!r} takes {expected}; got {sorted(kwargs)} ({err})."
         ) from err
+
+
+def controller_options(kl: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the controller ``kl["kind"]`` names, picked from a block that holds
+    every kind's options (``conf/ppo.yaml``'s ``ppo.kl``): ``kl_coef`` for ``fixed``, else
+    ``init_kl_coef``, ``target`` and ``horizon`` (an unknown kind is refused by
+    :func:`make_kl_controller`)."""
+    if kl["kind"] == "fixed":
+        return {"kl_coef": kl["kl_coef"]}
+    return {"init_kl_coef": kl["init_kl_coef"], "target": kl["target"], "horizon": kl["horizon"]}
 
 
 def _check_coef(owner: str, name: str, x: float) -> float:

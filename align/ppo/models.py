@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from align.distributed import whole_parameters
+from align.models.loading import is_base_parameter, params_checksum
 from align.ppo.rollout import Rollout
 from align.rm.folder import load_reward_model
 
@@ -99,7 +101,7 @@ def load_ppo_models(
         return load_reward_model(reward_path, pad_token_id, dtype, device)
 
     if mode == "full":
-        ref_model, reward_model = _frozen(causal_lm()), _frozen(scalar_model())
+        ref_model, reward_model = frozen(causal_lm()), frozen(scalar_model())
         return PPOModels("full", causal_lm(), scalar_model(), ref_model, reward_model)
 
     from peft import LoraConfig, get_peft_model
@@ -111,10 +113,19 @@ def load_ppo_models(
     return PPOModels("lora", policy, value)
 
 
-def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off (the reference and the
+    reward model); returned for chaining."""
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def reference_fingerprint(models: PPOModels) -> float:
+    """Checksum of the reference's weights (the frozen base in lora mode), which must not move.
+    Under ZeRO-3 a collective: every process gathers the shards."""
+    with models.reference() as ref, whole_parameters(ref):
+        return params_checksum(ref, include=is_base_parameter)
 
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:

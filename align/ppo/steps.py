@@ -1,22 +1,112 @@
-"""Backward passes and optimizer steps of the policy and value model, plain or under DeepSpeed.
+"""The PPO loop's training backend: plain torch in one process, or DeepSpeed engines.
 
-The PPO update calls the same four methods either way:
+:func:`make_steps` picks the backend once, :class:`LocalSteps` without DeepSpeed and
+:class:`DeepSpeedSteps` under ``deepspeed=zero1|zero2|zero3``. After that ``stages/ppo.py`` calls
+the same methods either way and never asks which backend it runs on:
 
+    build(...)                    (classmethod, via make_steps) optimizers and schedulers, or engines
+                                  wrapping policy and value (the frozen models partitioned under ZeRO-3)
+    load_latest(dir)              resume: restore the newest checkpoint; returns its state or None
+    seed_sampling(seed, it, B)    before each rollout: this process's sampling stream
     before_forward(which)         before each training forward pass of ``policy`` or ``value``
     backward(which, loss, last)   accumulate a gradient into ``policy`` or ``value``
     micro_done()                  after each micro-batch
     minibatch_done()              after each minibatch: the optimizer step
     lr()                          the policy's current learning rate
+    save_checkpoint(dir, it, state, keep)   the backend's part of a checkpoint, plus ``state``
+    monitors                      whether this process runs the monitor's forward passes
+    finish(...)                   end of training: the models to evaluate on rank 0, ``None`` elsewhere
+    save_final(models, tok, dir)  ``final/`` on rank 0 (ZeRO-3: ``finish`` already gathered it)
 
 A loss handed to ``backward`` is this process's share of the minibatch's loss, already weighted
 (its token share of the *whole* minibatch, over every process). ``scale`` is what that share must
 be multiplied by for the engine's own averaging: ``1`` for plain torch; ``processes x
 accumulation steps`` under DeepSpeed, whose engine divides by both.
+
+Checkpoints (:mod:`align.ppo.checkpoint`): :class:`LocalSteps` writes one ``state.pt`` with the
+trainable weights, optimizers, schedulers and RNG states; :class:`DeepSpeedSteps` writes each
+engine's shards next to a ``state.pt`` without them. Each refuses to resume the other's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import torch
+
+from align.distributed import consolidated_state_dict, is_main_process, partition_report, write_rank_report
+from align.models.adapters import save_full_final
+from align.models.precision import precision_args
+from align.ppo import checkpoint as ckpt
+from align.ppo.distributed import DataParallel, fill_config, wrap_frozen, wrap_trainable
+from align.ppo.models import PPOModels, frozen
+from align.ppo.seeded_sampling import row_seed
+
+log = logging.getLogger(__name__)
+MODELS = ("policy", "value")  # the trainable ones, in the order every process builds and steps them
+
+
+def make_steps(models: PPOModels, dp: DataParallel, *, policy_lr: float, value_lr: float, eps: float,
+               weight_decay: float, max_grad_norm: float, schedule: Callable[[int], float], micro: int,
+               accumulation: int, precision: str, device: torch.device) -> LocalSteps | DeepSpeedSteps:
+    """The backend for ``dp``: :class:`DeepSpeedSteps` when it carries a DeepSpeed config, else
+    :class:`LocalSteps`.
+
+    Args:
+        models: The loaded models; under DeepSpeed they then hold the engines' modules.
+        dp: The processes (:func:`align.ppo.distributed.setup_data_parallel`).
+        policy_lr, value_lr, eps, weight_decay: AdamW's hyperparameters of each model.
+        max_grad_norm: Gradient clipping, per model.
+        schedule: The learning-rate multiplier per optimizer step (:func:`lr_lambda`).
+        micro, accumulation: This process's micro-batch size and micro-batches per optimizer step
+            (the DeepSpeed engines' batch configuration; plain torch steps once per minibatch anyway).
+        precision, device: bf16 engines on CUDA when ``precision`` resolves to bf16.
+    """
+    lr = {"policy": policy_lr, "value": value_lr}
+    if dp.deepspeed:
+        bf16 = device.type == "cuda" and precision_args(precision)["bf16"]
+        return DeepSpeedSteps.build(models, dp, lr, eps, weight_decay, max_grad_norm, schedule, micro, accumulation,
+                                    bf16)
+    return LocalSteps.build(models, lr, eps, weight_decay, max_grad_norm, schedule)
+
+
+def lr_lambda(kind: str, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier of optimizer step ``step``: ``constant`` (1) or ``linear`` (1 to 0
+    over ``total_steps``), for ``torch.optim.lr_scheduler.LambdaLR``."""
+    if kind == "constant":
+        return lambda step: 1.0
+    if kind == "linear":
+        return lambda step: max(0.0, 1.0 - step / max(1, total_steps))
+    raise ValueError(f"ppo.lr_scheduler={kind!r} is not one of constant, linear.")
+
+
+def autocast_context(precision: str, device: torch.device):
+    """The loop's mixed-precision context: bf16 autocast on CUDA when ``precision`` resolves to bf16,
+    else none (fp32). The context object is reused for every ``with`` block of the run.
+
+    Raises:
+        ValueError: For fp16, which would need loss scaling the loop does not do.
+    """
+    args = precision_args(precision)
+    if args["bf16"] and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if args["fp16"]:
+        raise ValueError("ppo: precision=fp16 is not supported (no loss scaling in the loop); use bf16 or fp32.")
+    return contextlib.nullcontext()
+
+
+def _other_backend(checkpoint_dir: Path, how: str) -> ValueError:
+    return ValueError(f"{checkpoint_dir}: the newest checkpoint was written {how} DeepSpeed; resume it the same way "
+                      "(deepspeed=...).")
+
+
+def _save_final(models: PPOModels, tokenizer, out_dir: Path) -> None:
+    """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``."""
+    save_full_final(models.policy, tokenizer, out_dir, "lora" if models.mode == "lora" else "none")
 
 
 class LocalSteps:
@@ -25,9 +115,25 @@ class LocalSteps:
     scale = 1.0
     world = 1
 
-    def __init__(self, models, optimizers: dict, schedulers: dict, max_grad_norm: float):
+    def __init__(self, models: PPOModels, optimizers: dict, schedulers: dict, max_grad_norm: float):
         self.models, self.optimizers, self.schedulers = models, optimizers, schedulers
         self.max_grad_norm = max_grad_norm
+
+    @classmethod
+    def build(cls, models: PPOModels, lr: dict[str, float], eps: float, weight_decay: float, max_grad_norm: float,
+              schedule: Callable[[int], float]) -> LocalSteps:
+        """AdamW (learning rate ``lr[name]``) and a ``LambdaLR(schedule)`` for each trainable model."""
+        opts = {which: torch.optim.AdamW(models.trainable(which), lr=lr[which], eps=eps, weight_decay=weight_decay)
+                for which in MODELS}
+        return cls(models, opts, {k: torch.optim.lr_scheduler.LambdaLR(o, schedule) for k, o in opts.items()},
+                   max_grad_norm)
+
+    @property
+    def monitors(self) -> bool:
+        return is_main_process()
+
+    def seed_sampling(self, seed: int, iteration: int, batch_size: int) -> None:
+        pass  # one stream for the whole run, from the stage's seed (a resumed run restores it)
 
     def before_forward(self, which: str) -> None:
         pass
@@ -54,9 +160,39 @@ class LocalSteps:
                 "sched_policy": self.schedulers["policy"].state_dict(), "sched_value": self.schedulers["value"].state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        for which in ("policy", "value"):
+        for which in MODELS:
             self.optimizers[which].load_state_dict(state[f"opt_{which}"])
             self.schedulers[which].load_state_dict(state[f"sched_{which}"])
+
+    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> None:
+        """``iter_<iteration>/state.pt``: trainable weights, optimizers, schedulers, RNG states and ``state``."""
+        ckpt.save_checkpoint(checkpoint_dir, iteration, {
+            "policy": ckpt.trainable_state(self.models.policy), "value": ckpt.trainable_state(self.models.value),
+            **self.state_dict(), **state}, keep=keep)
+
+    def load_latest(self, checkpoint_dir: Path) -> dict[str, Any] | None:
+        """Restore weights, optimizers, schedulers and RNG states from the newest checkpoint and
+        return its state (``None``: there is none).
+
+        Raises:
+            ValueError: When the checkpoint was written under DeepSpeed.
+        """
+        state = ckpt.load_latest(checkpoint_dir)
+        if state is None:
+            return None
+        if "policy" not in state:
+            raise _other_backend(checkpoint_dir, "under")
+        ckpt.load_trainable_state(self.models.policy, state["policy"])
+        ckpt.load_trainable_state(self.models.value, state["value"])
+        self.load_state_dict(state)
+        ckpt.set_rng_state(state["rng"])
+        return state
+
+    def finish(self, out_dir: Path, tokenizer, policy_path: str, rm_path: str, device) -> PPOModels:
+        return self.models
+
+    def save_final(self, models: PPOModels, tokenizer, out_dir: Path) -> None:
+        _save_final(models, tokenizer, out_dir)
 
 
 class DeepSpeedSteps:
@@ -66,12 +202,46 @@ class DeepSpeedSteps:
     PPO-ptx) are summed first and backpropagated once, on ``last``.
     """
 
-    def __init__(self, engines: dict, world: int, accumulation: int):
-        self.engines = engines
-        self.world = world
-        self.scale = float(world * accumulation)
+    def __init__(self, models: PPOModels | None, engines: dict, dp: DataParallel, accumulation: int):
+        self.models, self.engines, self.dp = models, engines, dp
+        self.world = dp.world
+        self.scale = float(dp.world * accumulation)
         self._pending: dict[str, torch.Tensor] = {}
         self._stepped: list[str] = []  # in a fixed order: every process must step the engines alike
+
+    @classmethod
+    def build(cls, models: PPOModels, dp: DataParallel, lr: dict[str, float], eps: float, weight_decay: float,
+              max_grad_norm: float, schedule: Callable[[int], float], micro: int, accumulation: int,
+              bf16: bool) -> DeepSpeedSteps:
+        """Wrap the policy and value model in engines (our AdamW and ``schedule``, or the config's
+        optimizer block) and, under ZeRO-3, partition the frozen reference and reward model;
+        ``models`` then holds the engines' modules."""
+        hidden = models.policy.config.hidden_size
+
+        def config(rate: float) -> dict:
+            return fill_config(dp.config, micro=micro, accumulation=accumulation, world=dp.world,
+                               max_grad_norm=max_grad_norm, hidden_size=hidden, bf16=bf16,
+                               optimizer={"lr": rate, "betas": [0.9, 0.999], "eps": eps, "weight_decay": weight_decay})
+
+        engines = {which: wrap_trainable(getattr(models, which), config(lr[which]), lr[which], eps, weight_decay, schedule)
+                   for which in MODELS}
+        models.policy, models.value = engines["policy"].module, engines["value"].module
+        if models.mode == "full":
+            models.ref_model = wrap_frozen(models.ref_model, config(lr["policy"]))
+            models.reward_model = wrap_frozen(models.reward_model, config(lr["policy"]))
+        log.info("DeepSpeed ZeRO-%d on %d processes: per process minibatch %d, micro-batch %d",
+                 dp.zero, dp.world, micro * accumulation, micro)
+        return cls(models, engines, dp, accumulation)
+
+    @property
+    def monitors(self) -> bool:
+        # Every process joins the monitor under ZeRO-3 (each forward pass gathers weights); rank 0 alone otherwise.
+        return is_main_process() or self.dp.zero == 3
+
+    def seed_sampling(self, seed: int, iteration: int, batch_size: int) -> None:
+        """Each process's sampling stream is a function of (seed, iteration, rank): the row seeds
+        after the batch's ``batch_size`` rollouts, one per process."""
+        torch.manual_seed(row_seed(seed, iteration, batch_size + self.dp.rank))
 
     def before_forward(self, which: str) -> None:
         """What ``engine.forward`` does first. The loop calls the engine's module (and the value
@@ -105,3 +275,50 @@ class DeepSpeedSteps:
 
     def lr(self) -> float:
         return self.engines["policy"].get_lr()[0]
+
+    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> None:
+        """Each engine's shards (every process writes its own) and ``state.pt`` with ``state``; a collective."""
+        ckpt.save_engine_checkpoint(checkpoint_dir, iteration, self.engines, state, keep, self.dp)
+
+    def load_latest(self, checkpoint_dir: Path) -> dict[str, Any] | None:
+        """Restore every engine from the newest checkpoint and return its ``state.pt`` (``None``:
+        there is none); a collective. The sampling streams need no restoring (:meth:`seed_sampling`).
+
+        Raises:
+            ValueError: When the checkpoint was written without DeepSpeed.
+        """
+        state = ckpt.load_engine_checkpoint(checkpoint_dir, self.engines)
+        if state is not None and "policy" in state:
+            raise _other_backend(checkpoint_dir, "without")
+        return state
+
+    def finish(self, out_dir: Path, tokenizer, policy_path: str, rm_path: str, device) -> PPOModels | None:
+        """End of training, on every process: write this process's partition report; under ZeRO-3
+        gather the policy's shards into ``final/`` (a normal Hugging Face folder) and give rank 0
+        plain models reloaded from the folders. Returns the models on rank 0, ``None`` elsewhere."""
+        report = {"rank": self.dp.rank, "world_size": self.dp.world, "zero_stage": self.dp.zero,
+                  **{name: partition_report(engine) for name, engine in self.engines.items()}}
+        write_rank_report(out_dir, report)
+        if self.dp.zero == 3:
+            state = consolidated_state_dict(self.engines["policy"])  # a collective; whole on rank 0
+            if is_main_process():
+                final = Path(out_dir) / "final"
+                self.models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
+                tokenizer.save_pretrained(final)
+                log.info("ZeRO-3 policy consolidated into %s; reloading it as a plain model", final)
+        self.dp.barrier()
+        if not is_main_process():
+            return None
+        if self.dp.zero != 3:
+            return self.models
+        from transformers import AutoModelForCausalLM
+
+        from align.rm.folder import load_reward_model
+
+        return PPOModels("full", frozen(AutoModelForCausalLM.from_pretrained(Path(out_dir) / "final").to(device)), None,
+                         frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
+                         load_reward_model(rm_path, tokenizer.pad_token_id, torch.float32, device))
+
+    def save_final(self, models: PPOModels, tokenizer, out_dir: Path) -> None:
+        if self.dp.zero != 3:  # ZeRO-3: finish() wrote final/ from the shards
+            _save_final(models, tokenizer, out_dir)

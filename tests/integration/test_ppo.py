@@ -3,6 +3,7 @@ the options (PPO-ptx, critic warm-up, fixed KL, k3, linear schedule), and resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -37,6 +38,15 @@ def _generates(folder):
     assert out.shape[1] > ids["input_ids"].shape[1]
 
 
+def _check_adapter_merges_into(adapter_dir, merged_state: dict) -> None:
+    from peft import AutoPeftModelForCausalLM
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload().state_dict()
+    assert merged.keys() == merged_state.keys()
+    for k in merged:
+        torch.testing.assert_close(merged[k], merged_state[k], atol=1e-6, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+
+
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_model(tiny_rm, tmp_path, mode):
     out = tmp_path / f"ppo_{mode}"
@@ -55,10 +65,11 @@ def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_mode
     assert {"gold/score_mean", "rm/score_mean", "rm/sampled_score_mean", "kl/sft_mean", "gen/response_len"} <= set(history[0])
     _png_ok(out / "ppo_gold_vs_proxy.png")
     _generates(out / "final")
-    if mode == "lora":
-        from peft import AutoPeftModelForCausalLM
-
-        assert AutoPeftModelForCausalLM.from_pretrained(out / "final_adapter") is not None
+    final = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    sft = AutoModelForCausalLM.from_pretrained(tiny_rm["run_dir"] / "sft" / "final").state_dict()
+    assert final.keys() == sft.keys() and any(not torch.equal(final[k], sft[k]) for k in final)  # the trained policy
+    if mode == "lora":  # final_adapter/ loads in plain peft and merges into exactly final/
+        _check_adapter_merges_into(out / "final_adapter", final)
     assert (out / "checkpoints" / "iter_2" / "state.pt").exists()
     if mode == "lora":
         runs = list((out / "wandb").glob("offline-run-*"))
@@ -133,3 +144,102 @@ def test_ppo_resume_after_a_kill_matches_an_uninterrupted_run(tiny_rm, tmp_path)
     wa = AutoModelForCausalLM.from_pretrained(straight / "final").state_dict()
     wb = AutoModelForCausalLM.from_pretrained(killed / "final").state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+# ------------------------------------------------- one PPO update: the micro-batch size is free
+
+
+@pytest.fixture(scope="module")
+def tiny_policy_and_rm(tmp_path_factory):
+    """A random tiny Llama as the SFT model and a reward model from it (as in tests/unit/ppo/test_models.py)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from align.models.loading import build_tiny_llama
+    from tests.unit.data.helpers import make_tokenizer
+
+    tok = make_tokenizer()
+    root = tmp_path_factory.mktemp("ppo_update")
+    torch.manual_seed(0)
+    model = build_tiny_llama(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    model.save_pretrained(root / "sft")
+    tok.save_pretrained(root / "sft")
+    torch.manual_seed(1)
+    rm = AutoModelForSequenceClassification.from_pretrained(root / "sft", num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(root / "rm")
+    tok.save_pretrained(root / "rm")
+    return tok, str(root / "sft"), str(root / "rm")
+
+
+def _ppo_update(tok, sft, rm, micro: int):
+    """Fresh models from the folders, one PPO update (one epoch, one minibatch of 8) on the same
+    rollouts in micro-batches of ``micro``; returns the models and the update's statistics."""
+    from align.ppo.distributed import DataParallel
+    from align.ppo.experience_maker import RewardSpec, make_experience
+    from align.ppo.models import load_ppo_models, reward_suffix_ids
+    from align.ppo.rollout import build_rollout, left_pad
+    from align.ppo.steps import lr_lambda, make_steps
+    from stages.ppo import _update
+
+    cfg = compose_stage("ppo", ["ppo.rollout_batch_size=8", "ppo.mini_batch_size=8", f"ppo.micro_batch_size={micro}",
+                                "ppo.ppo_epochs=1", "ppo.ptx_coef=0", "ppo.entropy_coef=0.01"])
+    p = cfg.ppo
+    models = load_ppo_models(sft, rm, tok.pad_token_id, "full")
+    # Responses of 1 to 12 tokens (the last without EOS): micro-batches hold very different
+    # token counts, so weighting each micro-batch by its token share is not the same as
+    # averaging micro-batch means.
+    words = tok("the quick brown fox jumps over the lazy dog and then the cat sat on it", add_special_tokens=False)
+    words = words["input_ids"][:12]
+    lengths = [1, 12, 2, 9, 3, 12, 5, 7]
+    rows = [words[:n] + ([tok.eos_token_id] if k < 7 else []) for k, n in enumerate(lengths)]
+    responses = torch.tensor([r + [tok.pad_token_id] * (13 - len(r)) for r in rows])
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for q in ["hi", "what is 2 plus 3?"] * 4]
+    ids, mask = left_pad([list(q) for q in prompts], tok.pad_token_id)
+    rollout = build_rollout(ids, mask, responses, tok.eos_token_id, tok.pad_token_id)
+    spec = RewardSpec(0.0, 1.0, -1.0, tok.eos_token_id, tok.pad_token_id, reward_suffix_ids(tok))
+    exp, _ = make_experience(models, rollout, spec, 0.1, "k1", 1.0, 0.95, True, 1.0, micro_batch_size=8)
+    # AdamW's first step is lr * g / (|g| + eps): with eps far above |g| it is proportional to the
+    # gradient (the defaults would compare little more than its sign).
+    steps = make_steps(models, DataParallel(), policy_lr=0.1, value_lr=0.1, eps=1.0, weight_decay=0.0,
+                       max_grad_norm=1e9, schedule=lr_lambda("constant", 1), micro=micro, accumulation=8 // micro,
+                       precision="fp32", device=torch.device("cpu"))
+    stats = _update(models, exp, steps, DataParallel(), cfg, 0, contextlib.nullcontext(), None, (p.mini_batch_size, micro),
+                    train_policy=True)
+    return models, stats
+
+
+def _params(models) -> dict[str, torch.Tensor]:
+    return {f"{which}.{n}": t.detach().clone() for which in ("policy", "value")
+            for n, t in getattr(models, which).named_parameters()}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_micro_batch_size_does_not_change_the_ppo_update(tiny_policy_and_rm, monkeypatch):
+    """micro_batch_size 2 and 8 (mini_batch_size 8) take the same optimizer step: each micro-batch's
+    token-mean losses are weighted by its share of the minibatch's tokens."""
+    import stages.ppo
+    from align.ppo.models import load_ppo_models
+
+    tok, sft, rm = tiny_policy_and_rm
+    start = _params(load_ppo_models(sft, rm, tok.pad_token_id, "full"))
+    whole, stats8 = _ppo_update(tok, sft, rm, micro=8)
+    split, stats2 = _ppo_update(tok, sft, rm, micro=2)
+    a, b = _params(whole), _params(split)
+    moved = _max_diff(a, start)
+    assert moved > 1e-3  # the update did something, far above the tolerance below
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-7, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    for key in ("ppo/policy_loss", "ppo/value_loss", "ppo/entropy", "ppo/approx_kl"):
+        assert stats2[key] == pytest.approx(stats8[key], rel=1e-5, abs=1e-7), key
+
+    # The test can fail: averaging the micro-batch means (each micro-batch weighted 1/4, whatever
+    # its token count) gives another step (seen: 7e-3 apart, against 7e-9 between 2 and 8 above).
+    real = stages.ppo._micro_step
+    monkeypatch.setattr(stages.ppo, "_micro_step",
+                        lambda models, micro, cfg, share, rows, *rest: real(models, micro, cfg, rows, rows, *rest))
+    averaged, _ = _ppo_update(tok, sft, rm, micro=2)
+    assert _max_diff(_params(averaged), a) > 1e-4

@@ -224,7 +224,13 @@ def test_ppo_lora_two_ranks_zero2_with_ptx(tiny_rm):
     for r in rank_reports(out):
         assert r["policy"]["optimizer/trainable_total"] == m["model/policy_trainable_parameters"]  # the adapter only
         assert r["policy"]["optimizer/local_fraction"] == pytest.approx(0.5, abs=0.02)
-    AutoModelForCausalLM.from_pretrained(out / "final")
+    # final/ is the trained policy (not SFT), and final_adapter/ merges into exactly final/.
+    final = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    sft = AutoModelForCausalLM.from_pretrained(tiny_rm["run_dir"] / "sft" / "final").state_dict()
+    assert final.keys() == sft.keys() and any(not torch.equal(final[k], sft[k]) for k in final)
     from peft import AutoPeftModelForCausalLM
 
-    assert AutoPeftModelForCausalLM.from_pretrained(out / "final_adapter") is not None
+    merged = AutoPeftModelForCausalLM.from_pretrained(out / "final_adapter").merge_and_unload().state_dict()
+    assert merged.keys() == final.keys()
+    for k in merged:
+        torch.testing.assert_close(merged[k], final[k], atol=1e-6, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")

@@ -64,7 +64,7 @@ def test_one_process_is_a_no_op():
 
 
 def test_deepspeed_steps_refuse_a_loss_term_never_backpropagated():
-    steps = DeepSpeedSteps({}, world=2, accumulation=3)
+    steps = DeepSpeedSteps(None, {}, DataParallel(world=2), accumulation=3)
     assert steps.scale == 6.0
     steps.backward("policy", torch.tensor(1.0, requires_grad=True), last=False)
     with pytest.raises(RuntimeError, match=r"loss terms of \['policy'\] were never backpropagated"):

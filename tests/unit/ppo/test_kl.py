@@ -2,7 +2,7 @@
 
 import pytest
 
-from align.ppo.kl import AdaptiveKLController, FixedKLController, make_kl_controller
+from align.ppo.kl import AdaptiveKLController, FixedKLController, controller_options, make_kl_controller
 
 
 def test_fixed_never_changes():
@@ -76,3 +76,12 @@ def test_controller_errors():
     with pytest.raises(ValueError, match="finite"):
         ctl.update(float("nan"), 1000)
     assert ctl.value == 0.1
+
+
+def test_controller_options_pick_the_chosen_kinds_keys_from_the_config_block():
+    block = {"kind": "adaptive", "init_kl_coef": 0.2, "target": 1.0, "horizon": 2000, "kl_coef": 0.05}
+    assert controller_options(block) == {"init_kl_coef": 0.2, "target": 1.0, "horizon": 2000}
+    assert make_kl_controller("adaptive", **controller_options(block)).value == 0.2
+    fixed = {**block, "kind": "fixed"}
+    assert controller_options(fixed) == {"kl_coef": 0.05}
+    assert make_kl_controller("fixed", **controller_options(fixed)).value == 0.05
