@@ -91,8 +91,8 @@ def run(cfg: DictConfig) -> float:
     val_rows, val_counts = tokenize_pairs(val_ex, tokenizer, d.pair_rule, max_length)
     log.info("pairs (rule %s): train %s | validation %s", d.pair_rule, train_counts, val_counts)
     train_ds, val_ds = pairs_to_dataset(train_rows), pairs_to_dataset(val_rows)
-    eval_prompts = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts)[0] if cfg.eval.prompts
-                    else [ex.prompt[-1]["content"] for ex in val_ex][: cfg.eval.num_prompts])
+    eval_prompts, eval_report = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts) if cfg.eval.prompts
+                                 else ([ex.prompt[-1]["content"] for ex in val_ex][: cfg.eval.num_prompts], None))
 
     # 3. Policy and (reference=copy) its frozen copy.
     check_quantizable(AutoConfig.from_pretrained(start_path), cfg.peft.method)
@@ -176,6 +176,7 @@ def run(cfg: DictConfig) -> float:
         "ref/checksum_after": ref_after,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
+        **(eval_report.as_metrics("data/eval_prompts/") if eval_report is not None else {}),
     }
     # KL(dpo || sft) on the policy's own samples (temperature 1, full softmax), then greedy responses.
     gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)

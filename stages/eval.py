@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
 
     # 2. Prompts, and the oracle.
-    prompts, _ = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts)
+    prompts, prompt_report = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts)
     gold, gold_note = _gold_applies(cfg.gold, prompts)
     log.info("%d prompts from %s; gold: %s", len(prompts), cfg.data.prompts, gold_note)
 
@@ -143,6 +143,7 @@ def run(cfg: DictConfig) -> float:
     metrics = {f"{name}/{k}": v for name, m in results.items() for k, v in m.items()}
     metrics.update({
         "eval/num_prompts": len(prompts),
+        **prompt_report.as_metrics("data/prompts/"),
         "eval/policies": ",".join(results),
         "eval/missing": ",".join(missing),
         "eval/gold": gold,

@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> float:
     train_prompts, train_ids, train_report = tokenize_prompts(tokenizer, train_prompts, cfg.max_prompt_length,
                                                               cfg.on_too_long, cfg.data.train, train_report)
     skipped = train_report.skipped["too_long"]
-    val_prompts = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts)[0] if cfg.eval.every else []
+    val_prompts, val_report = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else ([], None)
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
@@ -238,6 +238,7 @@ def run(cfg: DictConfig) -> float:
         "train/policy_delta_norm": trainable_delta_norm(models.policy, before),
         "train/reference_unchanged": reference_unchanged,
         **train_report.as_metrics("data/train/"),
+        **(val_report.as_metrics("data/validation/") if val_report is not None else {}),
         **(ptx_report.as_metrics("data/ptx/") if ptx_report is not None else {}),
     })
     if device.type == "cuda":
@@ -335,7 +336,7 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
-    prompts, _ = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
+    prompts, report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
     out, ppo, ppo_rm = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
                                        cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
@@ -357,7 +358,7 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
                  out["gold/sft_score_mean"], out["gold/win_rate_vs_sft"])
     for q, s, r in list(zip(prompts, sft.texts, ppo.texts))[:4]:
         log.info("sample | %s\n  sft: %s\n  ppo: %s", q, s, r)
-    return out
+    return {**out, **report.as_metrics("data/test/")}
 
 
 def _validate(cfg) -> None:

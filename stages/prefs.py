@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> float:
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):
-        prompts, _ = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
+        prompts, prompt_report = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
         prompts = prompts * passes[split]  # each pass: fresh samples and labels
 
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.
@@ -94,6 +94,7 @@ def run(cfg: DictConfig) -> float:
         ceiling = agreement(labels, golds)
         metrics.update({
             f"prefs/{split}/prompts": len(rows),
+            **prompt_report.as_metrics(f"data/{split}_prompts/"),
             f"prefs/{split}/all_tied_dropped": all_tied,
             f"prefs/{split}/mean_k": sum(len(r["responses"]) for r in rows) / len(rows),
             f"prefs/{split}/noise_ceiling": ceiling,

@@ -73,9 +73,8 @@ def run(cfg: DictConfig) -> float:
     )
     val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
-    gold_prompts = (
-        load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts)[0] if cfg.data.gold_prompts else []
-    )
+    gold_prompts, gold_report = (load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts)
+                                 if cfg.data.gold_prompts else ([], None))
 
     # 3. Starting model, and its gold score (what this stage must improve on).
     check_quantizable(AutoConfig.from_pretrained(cfg.model.name_or_path), cfg.peft.method)
@@ -136,6 +135,7 @@ def run(cfg: DictConfig) -> float:
         "timing/train_s": train_seconds,
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
+        **(gold_report.as_metrics("data/gold_prompts/") if gold_report is not None else {}),
     }
     if gold_prompts:  # the trained model against its starting model ("base") on the same prompts
         gens = _greedy(trained, tokenizer, gold_prompts, cfg, "sft")
