@@ -31,7 +31,7 @@ __all__ = [
     "tokenize_prompts",
 ]
 
-from align.data.pairs import PAIR_RULES, pairs_dataset, to_pairs  # noqa: E402
+from align.data.pairs import PAIR_RULES, to_pairs  # noqa: E402
 from align.data.preferences import FORMATS as PREFERENCE_FORMATS  # noqa: E402
 from align.data.preferences import RankedExample, load_preferences  # noqa: E402
 
@@ -40,6 +40,5 @@ __all__ += [
     "PREFERENCE_FORMATS",
     "RankedExample",
     "load_preferences",
-    "pairs_dataset",
     "to_pairs",
 ]

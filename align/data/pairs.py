@@ -29,11 +29,8 @@ Each pair is ``(chosen, rejected, gap)`` with ``gap = score[chosen] - score[reje
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from itertools import groupby
 from typing import TYPE_CHECKING
-
-import datasets
 
 from align.data.errors import check_choice
 
@@ -80,55 +77,3 @@ def to_pairs(example: RankedExample, rule: str) -> list[Pair]:
         ]
     levels = [list(group) for _, group in groupby(order, key=lambda i: scores[i])]
     return [pair(i, j) for upper, lower in zip(levels, levels[1:]) for i in upper for j in lower]
-
-
-def pairs_dataset(
-    examples: Iterable[RankedExample], rule: str, conversational: bool = True
-) -> datasets.Dataset:
-    """A preference dataset in TRL's explicit-prompt format, for ``RewardTrainer``/``DPOTrainer``.
-
-    Columns, conversational (default): ``prompt`` (the example's messages), ``chosen`` and
-    ``rejected`` (each one assistant message ``[{"role": "assistant", "content": ...}]``).
-    With ``conversational=False``: plain strings, for prompts that are one user message. A
-    ``margin`` column (TRL's reward-loss margin) is added when every example carries one.
-
-    Args:
-        examples: Ranked examples, e.g. from :func:`~align.data.preferences.load_preferences`.
-        rule: How each ranked list becomes pairs; one of :data:`PAIR_RULES`.
-        conversational: Message lists (``True``) or plain strings (``False``).
-
-    Returns:
-        A ``datasets.Dataset`` with one row per pair.
-
-    Raises:
-        ValueError: Unknown ``rule``; no pair at all; ``conversational=False`` with a prompt
-            that is not a single user message.
-    """
-    check_choice("rule", rule, PAIR_RULES)
-    examples = list(examples)
-    with_margin = bool(examples) and all(ex.margin is not None for ex in examples)
-    rows = []
-    for ex in examples:
-        if conversational:
-            prompt = [{"role": m["role"], "content": m["content"]} for m in ex.prompt]
-        elif len(ex.prompt) == 1 and ex.prompt[0]["role"] == "user":
-            prompt = ex.prompt[0]["content"]
-        else:
-            raise ValueError(
-                f"{ex.origin}: the prompt has {len(ex.prompt)} messages, so it cannot be written "
-                "as one plain string; pass conversational=True."
-            )
-        for chosen, rejected, _gap in to_pairs(ex, rule):
-            if conversational:
-                chosen = [{"role": "assistant", "content": chosen}]
-                rejected = [{"role": "assistant", "content": rejected}]
-            row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-            if with_margin:
-                row["margin"] = float(ex.margin)
-            rows.append(row)
-    if not rows:
-        raise ValueError(
-            f"no pairs from {len(examples)} examples with rule={rule!r}: every example is empty "
-            "or all its scores are tied."
-        )
-    return datasets.Dataset.from_list(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align.data.pairs import PAIR_RULES, pairs_dataset, to_pairs
+from align.data.pairs import PAIR_RULES, to_pairs
 from align.data.preferences import RankedExample
 
 USER = [{"role": "user", "content": "q"}]
@@ -70,36 +70,3 @@ def test_all_tied_gives_no_pairs_and_unknown_rule_is_refused():
     assert all(to_pairs(tied, rule) == [] for rule in PAIR_RULES)
     with pytest.raises(ValueError, match="rule='best' is not supported; pass one of best_vs_worst"):
         to_pairs(K4, "best")
-
-
-def test_pairs_dataset_is_trl_conversational_explicit_prompt():
-    multi = [*USER, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
-    pair = RankedExample(multi, ["good", "bad"], [1.0, 0.0], "t")
-    ds = pairs_dataset([K4, pair], "best_vs_rest")
-    assert ds.column_names == ["prompt", "chosen", "rejected"]
-    assert len(ds) == 3 + 1
-    assert ds[0] == {
-        "prompt": USER,
-        "chosen": [{"role": "assistant", "content": "b"}],
-        "rejected": [{"role": "assistant", "content": "a"}],
-    }
-    assert ds[3]["prompt"] == multi
-
-
-def test_pairs_dataset_plain_text_and_margin():
-    a = RankedExample(USER, ["good", "bad"], [1.0, 0.0], "t", margin=2.0)
-    b = RankedExample(USER, ["ok", "worse"], [1.0, 0.0], "t", margin=0.5)
-    ds = pairs_dataset([a, b], "best_vs_worst", conversational=False)
-    assert ds[0] == {"prompt": "q", "chosen": "good", "rejected": "bad", "margin": 2.0}
-    assert ds["margin"] == [2.0, 0.5]
-    # Without a margin on every example there is no margin column.
-    assert "margin" not in pairs_dataset([a, K4], "best_vs_worst").column_names
-    multi = RankedExample([*USER, *USER], ["x", "y"], [1.0, 0.0], "f.jsonl, line 3")
-    with pytest.raises(ValueError, match="f.jsonl, line 3: the prompt has 2 messages"):
-        pairs_dataset([multi], "all_pairs", conversational=False)
-
-
-def test_pairs_dataset_with_no_pairs_is_an_error():
-    tied = RankedExample(USER, ["a", "b"], [1.0, 1.0], "t")
-    with pytest.raises(ValueError, match="no pairs from 1 examples"):
-        pairs_dataset([tied], "all_pairs")
