@@ -174,10 +174,11 @@ def tiny_policy_and_rm(tmp_path_factory):
 def _ppo_update(tok, sft, rm, micro: int):
     """Fresh models from the folders, one PPO update (one epoch, one minibatch of 8) on the same
     rollouts in micro-batches of ``micro``; returns the models and the update's statistics."""
+    from align.generation import left_pad
     from align.ppo.distributed import DataParallel
     from align.ppo.experience_maker import RewardSpec, make_experience
     from align.ppo.models import load_ppo_models, reward_suffix_ids
-    from align.ppo.rollout import build_rollout, left_pad
+    from align.ppo.rollout import build_rollout
     from align.ppo.steps import lr_lambda, make_steps
     from stages.ppo import _update
 
