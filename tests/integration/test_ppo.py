@@ -152,23 +152,9 @@ def test_ppo_resume_after_a_kill_matches_an_uninterrupted_run(tiny_rm, tmp_path)
 @pytest.fixture(scope="module")
 def tiny_policy_and_rm(tmp_path_factory):
     """A random tiny Llama as the SFT model and a reward model from it (as in tests/unit/ppo/test_models.py)."""
-    from transformers import AutoModelForSequenceClassification
+    from tests.unit.ppo.helpers import write_policy_and_rm
 
-    from align.models.loading import build_tiny_llama
-    from tests.unit.data.helpers import make_tokenizer
-
-    tok = make_tokenizer()
-    root = tmp_path_factory.mktemp("ppo_update")
-    torch.manual_seed(0)
-    model = build_tiny_llama(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    model.save_pretrained(root / "sft")
-    tok.save_pretrained(root / "sft")
-    torch.manual_seed(1)
-    rm = AutoModelForSequenceClassification.from_pretrained(root / "sft", num_labels=1)
-    rm.config.pad_token_id = tok.pad_token_id
-    rm.save_pretrained(root / "rm")
-    tok.save_pretrained(root / "rm")
-    return tok, str(root / "sft"), str(root / "rm")
+    return write_policy_and_rm(tmp_path_factory.mktemp("ppo_update"))
 
 
 def _ppo_update(tok, sft, rm, micro: int):

@@ -6,17 +6,7 @@ import pytest
 import torch
 
 from align.masked import masked_mean, masked_sequence_sum, masked_var, masked_whiten
-
-
-def prefix_mask(lengths, t):
-    return torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def random_batch(seed=0, lengths=(5, 1, 3, 6), t=6):
-    g = torch.Generator().manual_seed(seed)
-    mask = prefix_mask(lengths, t)
-    return torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g), mask
-
+from tests.unit.helpers import random_batch
 
 # ---------------------------------------------------------------------------- masked statistics
 

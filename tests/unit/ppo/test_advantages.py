@@ -9,17 +9,7 @@ from align.ppo.advantages import (
     gae,
     kl_penalized_rewards,
 )
-
-
-def prefix_mask(lengths, t):
-    return torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def random_batch(seed=0, lengths=(5, 1, 3, 6), t=6):
-    g = torch.Generator().manual_seed(seed)
-    mask = prefix_mask(lengths, t)
-    return torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g), mask
-
+from tests.unit.helpers import prefix_mask, random_batch
 
 # ---------------------------------------------------------------------------- KL-shaped rewards
 

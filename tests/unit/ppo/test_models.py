@@ -8,7 +8,6 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from align.generation import left_pad
-from align.models.loading import build_tiny_llama
 from align.ppo.experience_maker import RewardSpec, make_experience
 from align.ppo.models import (
     load_ppo_models,
@@ -19,24 +18,14 @@ from align.ppo.models import (
 )
 from align.ppo.rollout import build_rollout, generate_rollout
 from align.rm.model import tokenize_response
-from tests.unit.data.helpers import make_tokenizer
+from tests.unit.ppo.helpers import write_policy_and_rm
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    tok = make_tokenizer()
-    root = tmp_path_factory.mktemp("ppo_models")
-    model = build_tiny_llama(tok, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    model.save_pretrained(root / "sft")
-    tok.save_pretrained(root / "sft")
-    torch.manual_seed(1)
-    rm = AutoModelForSequenceClassification.from_pretrained(root / "sft", num_labels=1)
-    rm.config.pad_token_id = tok.pad_token_id
-    rm.save_pretrained(root / "rm")
-    tok.save_pretrained(root / "rm")
-    return tok, str(root / "sft"), str(root / "rm")
+    return write_policy_and_rm(tmp_path_factory.mktemp("ppo_models"))
 
 
 def _prompts(tok):
