@@ -76,6 +76,9 @@ def begin_stage(cfg: DictConfig) -> Path:
     if not is_main_process():  # a multi-process launch: rank 0 alone writes the stage's files
         setup_rank_logging(out_dir, cfg.stage)
         return out_dir
+    # The stage is no longer complete once it starts again: `make` and the next stages read
+    # metrics.json (written last) as the completion marker, so it goes before anything else changes.
+    (out_dir / "metrics.json").unlink(missing_ok=True)
     setup_logging(out_dir, cfg.stage)
     logging.getLogger(f"align.{cfg.stage}").info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
     return out_dir
@@ -123,3 +126,13 @@ def sweep_info(cfg: DictConfig) -> dict | None:
     except ValueError:
         group = sweep_dir.name
     return {"group": group, "job": int(hc.job.num), "overrides": overrides, "dir": str(sweep_dir)}
+
+
+def resume_state(cfg: DictConfig, checkpoint_dir: Path, prefix: str):
+    """Start fresh or resume this stage's run (``resume``, ``resume_allow``): see
+    :func:`align.checkpoints.start_run`."""
+    from align.checkpoints import start_run
+    from align.distributed import is_main_process
+
+    return start_run(cfg.stage, to_plain(cfg), checkpoint_dir, prefix, resume=bool(cfg.resume),
+                     allow=to_plain(cfg.get("resume_allow")) or (), main_process=is_main_process())

@@ -27,14 +27,13 @@ import json
 import logging
 import time
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import AutoConfig
 from trl import DPOConfig
 
-from align.checkpoints import latest_checkpoint
-from align.config import begin_stage, open_tracker, to_plain
+from align.cli import stage_main
+from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_preferences, load_prompts
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, whole_parameters
 from align.dpo import (
@@ -63,6 +62,7 @@ from align.models.loading import (
 from align.models.precision import precision_args
 from align.outputs import write_metrics
 from align.runtime import peak_rss_mb
+from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.dpo")
 
@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> float:
     if d.gold not in ("farm", None):
         raise ValueError(f"dpo.gold={d.gold!r} is not one of farm, null.")
     out_dir = begin_stage(cfg)
+    run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
     start_path = resolve_full_model_path(cfg.model.name_or_path)
 
     # 2. Tokenizer, data, pairs.
@@ -108,13 +109,14 @@ def run(cfg: DictConfig) -> float:
     tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source, cfg.eval.prompts)
     setup_start = time.perf_counter()
     args = DPOConfig(
-        output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
+        output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed, **GUARD_ARGS,
         beta=d.beta, max_length=None, precompute_ref_log_probs=d.reference == "precomputed",
         **loss_args(d.loss, d.label_smoothing), **precision_args(cfg.precision),
         **deepspeed_args(to_plain(cfg.deepspeed.config)), **to_plain(cfg.trainer),
     )
     trainer = PretokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_ds,
                                      eval_dataset=val_ds, processing_class=tokenizer, peft_config=peft_config)
+    trainer.add_callback(guard := TrainingGuard(run_state).bind(trainer))
     if len(trainer.train_dataset) != len(train_rows):  # the guard: nothing may vanish inside TRL
         raise RuntimeError(f"DPOTrainer kept {len(trainer.train_dataset)} of {len(train_rows)} pairs.")
     setup_seconds, rss_setup = time.perf_counter() - setup_start, peak_rss_mb()  # includes precomputing
@@ -124,7 +126,7 @@ def run(cfg: DictConfig) -> float:
              trainable, total, d.loss, d.beta, d.reference, len(train_rows))
     before = snapshot_trainable(trainer.model)
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_out = trainer.train(resume_from_checkpoint=str(run_state.resumed_from) if run_state.resumed_from else None)
     train_seconds = time.perf_counter() - start
     rss_train = peak_rss_mb()
     ref_after = _reference_checksum(trainer, d.reference)
@@ -136,6 +138,7 @@ def run(cfg: DictConfig) -> float:
     trained = finish_training(trainer, out_dir / "final", lambda path: load_causal_lm(path, **model_kw))
     if trained is None:  # not rank 0
         return float("nan")
+    check_finite_weights(trained, "dpo", train_out.global_step, "final weights")
     delta = trainable_delta_norm(trained, before)
     if ref_checksum is not None and ref_after != ref_checksum:
         raise RuntimeError(f"the reference moved during training (checksum {ref_checksum} -> {ref_after}).")
@@ -149,7 +152,7 @@ def run(cfg: DictConfig) -> float:
     policy = load_causal_lm(str(final_dir), **model_kw)
     sft = load_causal_lm(start_path, **model_kw)
     metrics = {
-        "train/loss": train_out.training_loss,
+        "train/loss": guard.train_loss(train_out),
         "train/first_loss": first_logged(history, "loss"),
         "train/rewards/accuracies": last_logged(history, "rewards/accuracies"),
         "train/rewards/margins": last_logged(history, "rewards/margins"),
@@ -168,6 +171,7 @@ def run(cfg: DictConfig) -> float:
         "model/parameters": total,
         "model/trainable_parameters": trainable,
         "model/loaded_in_4bit": loaded_in_4bit,
+        **run_state.metrics(),
         "memory/peak_rss_setup_mb": rss_setup,  # models loaded (+ reference log-probs precomputed)
         "memory/peak_rss_train_mb": rss_train,
         "timing/setup_s": setup_seconds,
@@ -211,9 +215,7 @@ def _reference_checksum(trainer, reference: str) -> float | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="dpo")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("dpo", run)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 from transformers import set_seed
 
+from align.cli import stage_main
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
 from align.eval.plots import (
@@ -264,9 +264,7 @@ def _plots(out_dir: Path, results: dict, policies: dict, ns: list[int], history:
     return note
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("eval", run)
 
 
 if __name__ == "__main__":

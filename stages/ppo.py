@@ -39,10 +39,10 @@ import logging
 import math
 import time
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
+from align.cli import stage_main
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts, tokenize_prompts
 from align.distributed import is_main_process, zero_stage
@@ -399,9 +399,7 @@ def _ptx_batches(cfg, tokenizer):
     return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("ppo", run)
 
 
 if __name__ == "__main__":

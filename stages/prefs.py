@@ -24,9 +24,9 @@ import logging
 import random
 from collections import defaultdict
 
-import hydra
 from omegaconf import DictConfig
 
+from align.cli import stage_main
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
 from align.farm import gold_score
@@ -112,9 +112,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prefs")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("prefs", run)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,12 @@ import logging
 import math
 import time
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from align.checkpoints import latest_checkpoint
-from align.config import begin_stage, open_tracker, to_plain
+from align.cli import stage_main
+from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_text_dataset
 from align.data.packing import pack_texts, separator_id
 from align.distributed import deepspeed_args, finish_training
@@ -40,6 +39,7 @@ from align.models.loading import build_tiny_llama, count_parameters, load_causal
 from align.models.precision import precision_args
 from align.models.tokenizer import train_tokenizer
 from align.outputs import FINAL, write_metrics
+from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.pretrain")
 
@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.model.init not in ("scratch", "pretrained"):
         raise ValueError(f"model.init={cfg.model.init!r} must be 'scratch' or 'pretrained'.")
     out_dir = begin_stage(cfg)
+    run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
     tracker = open_tracker(cfg, out_dir)
     tracker.use_inputs(cfg.data.train.source, cfg.data.validation.source, cfg.model.init == "pretrained" and cfg.model.name_or_path)
 
@@ -86,6 +87,7 @@ def run(cfg: DictConfig) -> float:
     # 4. Train.
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
+        **GUARD_ARGS,
         report_to=tracker.report_to,
         seed=cfg.seed,
         **precision_args(cfg.precision),
@@ -99,9 +101,11 @@ def run(cfg: DictConfig) -> float:
         eval_dataset=val_ds,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
+        callbacks=[guard := TrainingGuard(run_state)],
     )
+    guard.bind(trainer)
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_out = trainer.train(resume_from_checkpoint=str(run_state.resumed_from) if run_state.resumed_from else None)
     train_seconds = time.perf_counter() - start
 
     # 5. Evaluate (a collective under DeepSpeed), then save a plain Hugging Face folder: ZeRO-3
@@ -111,6 +115,7 @@ def run(cfg: DictConfig) -> float:
     trained = finish_training(trainer, final_dir, lambda path: load_causal_lm(path, cfg.model.dtype))
     if trained is None:  # not rank 0
         return float("nan")
+    check_finite_weights(trained, "pretrain", train_out.global_step, "final weights")
     trained.save_pretrained(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     log.info("saved %s", final_dir)
@@ -118,7 +123,7 @@ def run(cfg: DictConfig) -> float:
     # 6. Report.
     tokens_seen = train_out.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * cfg.data.block_size
     metrics = {
-        "train/loss": train_out.training_loss,
+        "train/loss": guard.train_loss(train_out),
         "train/steps": train_out.global_step,
         "train/tokens": tokens_seen,
         "train/tokens_per_s": tokens_seen / max(train_seconds, 1e-9),
@@ -127,6 +132,7 @@ def run(cfg: DictConfig) -> float:
         "model/parameters": total,
         "model/trainable_parameters": trainable,
         "timing/train_s": train_seconds,
+        **run_state.metrics(),
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     }
@@ -137,9 +143,7 @@ def run(cfg: DictConfig) -> float:
     return eval_loss
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("pretrain", run)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,14 @@ import json
 import logging
 import time
 
-import hydra
 from datasets import Dataset
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import AutoConfig, TrainingArguments
 from trl import RewardConfig, RewardTrainer
 
-from align.checkpoints import latest_checkpoint
-from align.config import begin_stage, open_tracker, to_plain
+from align.cli import stage_main
+from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_preferences, to_pairs
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training
 from align.farm import gold_score
@@ -60,6 +59,7 @@ from align.rm.model import (
     tokenize_response,
 )
 from align.rm.report import apply_gate, report_card
+from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.rm")
 RM_PEFT = ("none", "lora", "qlora", "ia3")
@@ -76,6 +76,7 @@ def run(cfg: DictConfig) -> float:
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
     check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     out_dir = begin_stage(cfg)
+    run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
 
     # 2. Tokenizer and data.
     base = resolve_full_model_path(cfg.model.name_or_path)
@@ -100,7 +101,7 @@ def run(cfg: DictConfig) -> float:
     # 4. Train.
     tracker = open_tracker(cfg, out_dir)
     tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source)
-    common = dict(output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed,
+    common = dict(output_dir=str(out_dir / "checkpoints"), report_to=tracker.report_to, seed=cfg.seed, **GUARD_ARGS,
                   **precision_args(cfg.precision), **deepspeed_args(to_plain(cfg.deepspeed.config)),
                   **to_plain(cfg.trainer))
     if cfg.rm.loss == "pairwise":
@@ -119,11 +120,12 @@ def run(cfg: DictConfig) -> float:
             loss_type=cfg.rm.loss, center_rewards_coefficient=cfg.rm.center_rewards_coefficient,
             lm_coefficient=cfg.rm.get("lm_coefficient"), lm_layers=lm_layers,
         )
+    trainer.add_callback(guard := TrainingGuard(run_state).bind(trainer))
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters, loss=%s, %d sequences truncated", trainable, total, cfg.rm.loss, n_truncated)
     before = snapshot_trainable(trainer.model)
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_out = trainer.train(resume_from_checkpoint=str(run_state.resumed_from) if run_state.resumed_from else None)
     train_seconds = time.perf_counter() - start
 
     # 5. Save: final/ holds full weights (plain transformers loads it); an adapter also goes to
@@ -133,6 +135,7 @@ def run(cfg: DictConfig) -> float:
     trained = finish_training(trainer, final_dir, lambda path: load_reward_model(path, tokenizer.pad_token_id, cfg.model.dtype))
     if trained is None:  # not rank 0
         return float("nan")
+    check_finite_weights(trained, "rm", train_out.global_step, "final weights")
     delta = trainable_delta_norm(trained, before)
     rm_model = save_reward_model(trained, tokenizer, out_dir, cfg.peft.method)
 
@@ -147,7 +150,7 @@ def run(cfg: DictConfig) -> float:
     metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
     write_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
     metrics.update({
-        "train/loss": train_out.training_loss,
+        "train/loss": guard.train_loss(train_out),
         "train/steps": train_out.global_step,
         "train/samples_per_s": train_out.metrics.get("train_samples_per_second"),  # lists (or pairs) per s
         "train/tokens_per_s": epoch_tokens * (trainer.state.epoch or 0.0) / train_seconds,
@@ -158,6 +161,7 @@ def run(cfg: DictConfig) -> float:
         "model/readout_layers": readout_layers,
         "model/loaded_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
         "timing/train_s": train_seconds,
+        **run_state.metrics(),
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     })
@@ -216,9 +220,7 @@ def _policy_mask(examples) -> list[list[bool]] | None:
     return masks if any(any(m) for m in masks) else None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="rm")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("rm", run)
 
 
 if __name__ == "__main__":

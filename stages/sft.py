@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import time
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
 
-from align.checkpoints import latest_checkpoint
-from align.config import begin_stage, open_tracker, to_plain
+from align.cli import stage_main
+from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_prompts, load_sft_dataset
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, is_main_process
 from align.eval.gold import gold_metrics, sample_rows
@@ -47,6 +46,7 @@ from align.models.loading import (
 )
 from align.models.precision import precision_args
 from align.outputs import FINAL, write_metrics
+from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.sft")
 
@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> float:
     )
     check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     out_dir = begin_stage(cfg)
+    run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
 
     # 2. Tokenizer and data.
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
@@ -90,6 +91,7 @@ def run(cfg: DictConfig) -> float:
     tracker.use_inputs(cfg.model.name_or_path, cfg.data.train.source, cfg.data.validation.source, cfg.data.gold_prompts)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
+        **GUARD_ARGS,
         report_to=tracker.report_to,
         seed=cfg.seed,
         **precision_args(cfg.precision),
@@ -104,12 +106,14 @@ def run(cfg: DictConfig) -> float:
         eval_dataset=val_ds,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[guard := TrainingGuard(run_state)],
     )
+    guard.bind(trainer)
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters (peft=%s)", trainable, total, cfg.peft.method)
     before = snapshot_trainable(trainer.model)
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None)
+    train_out = trainer.train(resume_from_checkpoint=str(run_state.resumed_from) if run_state.resumed_from else None)
     train_seconds = time.perf_counter() - start
 
     # 5. Validation loss (a collective under DeepSpeed), then save: ZeRO-3 shards are gathered into
@@ -119,13 +123,14 @@ def run(cfg: DictConfig) -> float:
     trained = finish_training(trainer, out_dir / FINAL, lambda path: load_causal_lm(path, cfg.model.dtype))
     if trained is None:  # not rank 0
         return float("nan")
+    check_finite_weights(trained, "sft", train_out.global_step, "final weights")
     delta_norm = trainable_delta_norm(trained, before)
     written = save_final(trained, tokenizer, out_dir / FINAL, cfg.peft.method, cfg.peft.merge)
     log.info("saved %s", written)
 
     # 6. Evaluate and report.
     metrics = {
-        "train/loss": train_out.training_loss,
+        "train/loss": guard.train_loss(train_out),
         "train/steps": train_out.global_step,
         "train/samples_per_s": train_out.metrics.get("train_samples_per_second"),
         "eval/loss": eval_loss,
@@ -133,6 +138,7 @@ def run(cfg: DictConfig) -> float:
         "model/trainable_parameters": trainable,
         "train/trainable_delta_norm": delta_norm,
         "timing/train_s": train_seconds,
+        **run_state.metrics(),
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
         **(gold_report.as_metrics("data/gold_prompts/") if gold_report is not None else {}),
@@ -159,9 +165,7 @@ def _greedy(model, tokenizer, prompts, cfg, name: str):
     return gens
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sft")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+main = stage_main("sft", run)
 
 
 if __name__ == "__main__":

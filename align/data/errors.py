@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from align.errors import AlignError
+
 logger = logging.getLogger(__name__)
 
 BAD_ROW_MODES = ("error", "skip")
@@ -54,7 +56,7 @@ class SourceRef:
         return _ROW_WORDS[self.row_kind].format(row)
 
 
-class DataError(ValueError):
+class DataError(AlignError, ValueError):
     """A bad input row: which source, which row, which field, and what is wrong.
 
     Example message: ``data/farm/sft_train.jsonl, line 17, field 'messages[1].role': unknown
