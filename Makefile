@@ -24,7 +24,8 @@ STAMP := $(VENV)/.stamp-install
 RUN_DIR := outputs/$(RUN)
 # ARGS reach only the stages you named (`make sft ARGS=peft=lora` must not hand peft=lora to an
 # upstream pretrain it builds); <STAGE>_ARGS reach that stage also when it is built as upstream.
-stage_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS)) $($(shell echo $(1) | tr a-z A-Z)_ARGS)
+# PIPELINE_ARGS reach every stage (make pipeline hands its ARGS on this way).
+stage_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS)) $(PIPELINE_ARGS) $($(shell echo $(1) | tr a-z A-Z)_ARGS)
 # NPROC=<n> processes and DS=<zero1|zero2|zero3|zero3_offload> (DeepSpeed ZeRO, conf/deepspeed/) reach
 # the stages named on the command line, like ARGS: `make sft NPROC=2 DS=zero3` launches
 # `torchrun --standalone --nproc_per_node=2 stages/sft.py ... deepspeed=zero3` (docs/distributed.md);
@@ -36,10 +37,14 @@ stage_named = $(filter $(1),$(MAKECMDGOALS))
 stage_python = $(if $(and $(call stage_named,$(1)),$(filter-out 1-none,$(NPROC)-$(DS))),$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC),$(PY))
 stage_ds = $(if $(and $(call stage_named,$(1)),$(filter-out none,$(DS))), deepspeed=$(DS))
 STAGE = $(call stage_python,$(1)) stages/$(1).py run=$(RUN)$(call stage_ds,$(1)) $(call stage_args,$(1))
-# A stage is complete when its metrics.json exists (written last, atomically). The previous
-# stage is a file target: built when missing, reused when present. Each file target lists its
+# A stage is complete when its metrics.json exists (written last, atomically; a stage deletes it
+# when it starts). The previous stage is a file target: built when missing, reused when present,
+# and built with resume=$(RESUME): a stage killed mid-way continues its own run from its newest
+# complete checkpoint (and refuses another run's, docs/reliability.md). RESUME=false starts it anew. Each file target lists its
 # own upstream (order-only), so `make rm` alone builds pretrain -> sft -> prefs -> rm.
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
+RESUME ?= true
+FILE_STAGE = $(call STAGE,$(1)) resume=$(RESUME)
 
 .PHONY: help install data pretrain sft prefs rm ppo dpo eval pipeline pipeline-dpo test test-fast \
 	bench-sft bench-rm bench-ppo bench-dpo sync clean-run sweep
@@ -64,46 +69,53 @@ pretrain: install ## Train the tiny tokenizer + model on the farm corpus (or con
 	$(call STAGE,pretrain)
 
 $(RUN_DIR)/pretrain/metrics.json: | $(STAMP)
-	$(call STAGE,pretrain)
+	$(call FILE_STAGE,pretrain)
 
 sft: install $(call upstream,pretrain) ## Supervised fine-tuning from the run's pretrain/final
 	$(call STAGE,sft)
 
 $(RUN_DIR)/sft/metrics.json: | $(STAMP) $(call upstream,pretrain)
-	$(call STAGE,sft)
+	$(call FILE_STAGE,sft)
 
 prefs: install $(call upstream,sft) ## Ranked preferences from simulated annotators on SFT samples
 	$(call STAGE,prefs)
 
 $(RUN_DIR)/prefs/metrics.json: | $(STAMP) $(call upstream,sft)
-	$(call STAGE,prefs)
+	$(call FILE_STAGE,prefs)
 
 rm: install $(call upstream,sft) $(call upstream,prefs) ## Reward model on ranked preferences + report card
 	$(call STAGE,rm)
 
 $(RUN_DIR)/rm/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
-	$(call STAGE,rm)
+	$(call FILE_STAGE,rm)
 
 ppo: install $(call upstream,sft) $(call upstream,rm) ## PPO against the run's reward model (our own loop)
 	$(call STAGE,ppo)
 
 $(RUN_DIR)/ppo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,rm)
-	$(call STAGE,ppo)
+	$(call FILE_STAGE,ppo)
 
 dpo: install $(call upstream,sft) $(call upstream,prefs) ## DPO on the run's preferences (no reward model)
 	$(call STAGE,dpo)
 
 $(RUN_DIR)/dpo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
-	$(call STAGE,dpo)
+	$(call FILE_STAGE,dpo)
 
 eval: install $(call upstream,sft) ## Compare every policy in the run folder (report.md + plots)
 	$(call STAGE,eval)
 
-pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm, ppo)
-	$(MAKE) --no-print-directory pretrain sft prefs rm ppo RUN=$(RUN) ARGS='$(ARGS)'
+# make pipeline continues: complete stages (metrics.json present) are reused, a killed stage resumes
+# its run, the rest run. FORCE=1 reruns every stage from scratch (as does `make clean-run` first).
+FORCE ?= 0
+pipeline_run = if [ "$(FORCE)" = 1 ]; then $(MAKE) --no-print-directory $(1) RUN=$(RUN) ARGS='$(ARGS)'; else \
+	for s in $(1); do if [ -f $(RUN_DIR)/$$s/metrics.json ]; then echo "pipeline: $$s is complete ($(RUN_DIR)/$$s/metrics.json): reused (FORCE=1 reruns it)"; fi; done; \
+	$(MAKE) --no-print-directory $(RUN_DIR)/$(lastword $(1))/metrics.json RUN=$(RUN) PIPELINE_ARGS='$(ARGS)'; fi
 
-pipeline-dpo: install ## The DPO pipeline on the embedded default (pretrain, sft, prefs, dpo)
-	$(MAKE) --no-print-directory pretrain sft prefs dpo RUN=$(RUN) ARGS='$(ARGS)'
+pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm, ppo); continues after a kill
+	+@$(call pipeline_run,pretrain sft prefs rm ppo)
+
+pipeline-dpo: install ## The DPO pipeline on the embedded default (pretrain, sft, prefs, dpo); continues after a kill
+	+@$(call pipeline_run,pretrain sft prefs dpo)
 
 # Hyperparameter search (docs/sweeps.md): conf/hparams_search/<stage>_<what>.yaml belongs to
 # <stage> (the name's prefix). The previous stages are built first, as for `make <stage>`; ARGS and

@@ -57,3 +57,26 @@ def test_the_design_cards_commands_chain_through_the_run_folder():
     lines = _dry("ppo", "RUN=dry-run-test", "ARGS=ppo.total_iterations=2", "PPO_ARGS=ppo.mode=lora")
     assert all(("ppo.total_iterations=2" in l) == ("stages/ppo.py" in l) for l in lines)
     assert any("stages/ppo.py" in l and "ppo.mode=lora" in l for l in lines)
+
+
+def test_pipeline_continues_from_the_last_complete_stage_and_force_reruns(tmp_path):
+    run = f"dry-run-pipeline-{tmp_path.name}"
+    marker = REPO / "outputs" / run / "pretrain" / "metrics.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    try:
+        out = subprocess.run(["make", "-n", "pipeline", f"RUN={run}", "ARGS=seed=3"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout
+        stages = [l for l in out.splitlines() if "stages/" in l]
+        assert "pipeline: pretrain is complete" in out
+        assert _order(stages) == ["sft", "prefs", "rm", "ppo"]  # pretrain is reused, not redone
+        assert all("resume=true" in l and "seed=3" in l for l in stages)  # a killed stage continues its run
+        forced = _dry("pipeline", f"RUN={run}", "FORCE=1")
+        assert _order(forced) == ["pretrain", "sft", "prefs", "rm", "ppo"]
+        assert any("stages/pretrain.py" in l and "resume=true" not in l for l in forced)
+        fresh = _dry("pipeline-dpo", f"RUN={run}", "RESUME=false")
+        assert _order(fresh) == ["sft", "prefs", "dpo"] and all("resume=false" in l for l in fresh)
+    finally:
+        import shutil
+
+        shutil.rmtree(REPO / "outputs" / run)
