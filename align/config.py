@@ -5,12 +5,14 @@ Components take plain arguments; stages turn config nodes into plain containers 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from align.outputs import atomic_write_text
+from align.runtime import environment
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def begin_stage(cfg: DictConfig) -> Path:
     # metrics.json (written last) as the completion marker, so it goes before anything else changes.
     (out_dir / "metrics.json").unlink(missing_ok=True)
     setup_logging(out_dir, cfg.stage)
+    atomic_write_text(out_dir / "environment.json", json.dumps(environment(), indent=1) + "\n")
     logging.getLogger(f"align.{cfg.stage}").info("resolved config:\n%s", save_resolved_config(cfg, out_dir))
     return out_dir
 

@@ -51,3 +51,39 @@ def release_free_memory() -> bool:
     """
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def environment() -> dict[str, object]:
+    """What a stage's figures depend on beyond its config: library versions, CPU and threads,
+    and the code's git commit (``environment.json`` in every stage folder; docs/reliability.md
+    says which of these must match for a rerun to give the same numbers)."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    env: dict[str, object] = {"python": platform.python_version(), "platform": platform.platform(),
+                              "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    for pkg in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "numpy", "tokenizers"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        env["cpu"] = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+        flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+        env["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    except OSError:
+        env["cpu"] = platform.processor() or None
+    root = Path(__file__).resolve().parent.parent
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                           timeout=10).stdout.strip() or None
+        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                               capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env

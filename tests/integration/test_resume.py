@@ -160,3 +160,21 @@ def test_a_nan_loss_stops_sft_before_it_is_saved(tiny_run, tmp_path):
         weights = load_file(out / "checkpoints" / f"checkpoint-{step}" / "model.safetensors")
         assert all(t.isfinite().all() for t in weights.values()), f"checkpoint-{step} holds non-finite weights"
     assert "traceback:" in (out / "sft.log").read_text()  # the full story is in the stage log
+
+
+def test_the_same_config_twice_gives_bit_identical_results_and_records_its_environment(tmp_path):
+    """What docs/reliability.md guarantees: same machine, threads and library versions -> the same
+    numbers and weights (not across CPUs or versions; environment.json says what a run had)."""
+    from tests.conftest import TINY_PRETRAIN
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        run_stage_cli("pretrain", [f"paths.output_root={tmp_path}", "run=t", *TINY_PRETRAIN, "logger=none",
+                                   f"output_dir={out}"])
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in runs)
+    assert {k: v for k, v in ma.items() if not k.startswith(VARIES)} == \
+           {k: v for k, v in mb.items() if not k.startswith(VARIES)}
+    assert ma["resume/run_id"] != mb["resume/run_id"]  # two runs, not one resumed
+    assert (runs[0] / "final" / "model.safetensors").read_bytes() == (runs[1] / "final" / "model.safetensors").read_bytes()
+    env = json.loads((runs[0] / "environment.json").read_text())
+    assert env["torch"] and env["transformers"] and env["torch_threads"] >= 1 and "git_commit" in env
