@@ -43,7 +43,7 @@ def report_failure(stage: str, err: BaseException) -> str:
     from align.errors import AlignError
 
     text = str(err) if isinstance(err, AlignError) else f"{type(err).__name__}: {err}"
-    text = text if text.startswith(f"{stage}") else f"{stage}: {text}"
+    text = text if text.startswith(f"{stage}: ") else f"{stage}: {text}"  # not "rm.gate...: " of stage rm
     detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     for handler in logging.getLogger().handlers:  # the log file keeps message and traceback; the console gets the message
         if getattr(handler, "baseFilename", None):

@@ -5,6 +5,8 @@ Components take plain arguments; stages turn config nodes into plain containers 
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 from pathlib import Path
@@ -139,3 +141,23 @@ def resume_state(cfg: DictConfig, checkpoint_dir: Path, prefix: str):
 
     return start_run(cfg.stage, to_plain(cfg), checkpoint_dir, prefix, resume=bool(cfg.resume),
                      allow=to_plain(cfg.get("resume_allow")) or (), main_process=is_main_process())
+
+
+def default_config(stage: str) -> dict:
+    """``conf/<stage>.yaml`` with no overrides, resolved into plain containers: the reference the
+    config check (:mod:`align.config_checks`) compares the types of a run's keys with. Composed with
+    Hydra's compose API, inside the running Hydra app when there is one, else from ``conf/``."""
+    return copy.deepcopy(_default_config(stage))
+
+
+@functools.lru_cache(maxsize=None)
+def _default_config(stage: str) -> dict:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name=stage)
+    else:
+        with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name=stage)
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -26,7 +26,7 @@ def precision_args(precision: str = "auto") -> dict:
         ValueError: For an unknown value, or ``fp16`` without a CUDA GPU.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+        raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
     cuda = torch.cuda.is_available()
     if precision == "auto":
         if cuda:
@@ -35,7 +35,7 @@ def precision_args(precision: str = "auto") -> dict:
             precision = "fp32"
     if precision == "fp16" and not cuda:
         raise ValueError(
-            "trainer.precision=fp16 needs a CUDA GPU: on CPU transformers ignores fp16 silently and "
-            "trains in fp32. Use trainer.precision=fp32 (the CPU default) or bf16."
+            "precision=fp16 needs a CUDA GPU: on CPU transformers ignores fp16 silently and "
+            "trains in fp32. Use precision=fp32 (the CPU default) or bf16."
         )
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}

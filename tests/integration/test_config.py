@@ -1,9 +1,15 @@
-"""Every config composes, for every stage and every option of every group."""
+"""Every config composes and passes the value checks, for every stage and every option of every
+group; bad overrides fail on the real command line with one message, before any work."""
+
+import subprocess
+import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, compose_stage
+from align.config import default_config
+from align.config_checks import check_values
+from tests.conftest import CONF, REPO, compose_stage, stage_env
 
 STAGES = ["pretrain", "sft", "prefs", "rm", "ppo", "dpo", "eval"]
 DATA_FOR = {"pretrain": {"farm_text"}, "sft": {"farm_sft", "hub_sft"}, "prefs": set(),
@@ -43,6 +49,7 @@ def test_composes_and_resolves(stage, overrides):
     assert cfg.stage == stage
     container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert container["output_dir"].endswith(f"default/{stage}")
+    check_values(container, default_config(stage))  # types and ranges of every shipped option pass
 
 
 def test_stage_id_is_the_same_everywhere():
@@ -67,3 +74,20 @@ def test_every_experiment_names_its_stage_and_says_how_to_run_it():
         text = path.read_text()
         assert text.startswith("# @package _global_"), path.name
         assert "make " in text and "Expected" in text and "Hardware" in text, path.name
+
+
+@pytest.mark.parametrize("stage,overrides,message", [
+    ("sft", ["trainer.learning_rate=abc"], "trainer.learning_rate='abc' is not a number (trl.SFTConfig.learning_rate)"),
+    ("pretrain", ["data.block_size=0"], "data.block_size=0 must be >= 1"),
+    ("sft", ["+trainer.seed=42"], "trainer.seed is set by the sft stage itself"),
+    ("rm", ["rm.gate.max_ece=abc"], "rm.gate.max_ece='abc' is not a number"),
+    ("pretrain", ["data.train.source=/nonexistent/corpus.txt"], "data.train.source=/nonexistent/corpus.txt: no such file"),
+], ids=lambda x: x if isinstance(x, str) else ",".join(x) if isinstance(x, list) else None)
+def test_bad_overrides_fail_on_the_command_line_before_any_work(stage, overrides, message, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), f"paths.output_root={tmp_path}", "run=c",
+                           "logger=none", *overrides], cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: {stage}: {message}"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 2  # the message, and where the traceback is
+    stage_dir = tmp_path / "c" / stage
+    assert not (stage_dir / "config.yaml").exists() and not (stage_dir / "final").exists()  # nothing started
