@@ -5,11 +5,15 @@ TRL removed its ``PPOTrainer`` in 2026; this loop is ours, built from the small 
 ``ppo.py``.
 
 Steps:
-    1. Validate the config and the reward model's quality gate (before loading a model).
-    2. Tokenizer and prompts.
+    1. Validate the config and the reward model's quality gate (before loading a model); start or
+       resume the run (:func:`align.config.resume_state`: ``resume=true`` continues the newest
+       complete checkpoint of the same run, skipping incomplete ones; ``resume=false`` removes an
+       earlier run's checkpoints).
+    2. Tokenizer and every input read and checked: train, monitoring and test prompts, PPO-ptx
+       demonstrations (a bad file fails here, not after training).
     3. Models for ``ppo.mode`` (full: four models; lora: two bases with adapters), the training
        backend (``align/ppo/steps.py``: AdamW per model, or DeepSpeed engines), the KL controller.
-    4. Resume from the newest checkpoint when ``resume=true``.
+    4. Resume from the checkpoint step 1 chose.
     5. The loop; each iteration:
        5.1 rollout     sample one response per prompt from the policy (KV cache, left padding,
                        stop at EOS, trimmed to the longest real response)
@@ -20,7 +24,11 @@ Steps:
        5.4 KL control  the KL controller moves beta towards its target
        5.5 log, monitor, checkpoint   every eval.every iterations: proxy and gold scores of greedy
                        and sampled responses on held-out prompts (history.jsonl, the plot); every
-                       checkpoint.every iterations: a checkpoint
+                       checkpoint.every iterations: a checkpoint (no pickle: safetensors + JSON, the
+                       run's marker last; refused with non-finite weights)
+    A non-finite loss (policy, value, PPO-ptx) or gradient norm stops the run before the optimizer
+    step (:class:`align.errors.NonFiniteError`); the last good checkpoint stays, ``final/`` is not
+    written.
     6. Finish training (the backend), final comparison with SFT on the test prompts; save
        ``final/``; ``metrics.json``.
 
@@ -43,9 +51,10 @@ import torch
 from omegaconf import DictConfig
 
 from align.cli import stage_main
-from align.config import begin_stage, open_tracker, to_plain
+from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_prompts, tokenize_prompts
 from align.distributed import is_main_process, zero_stage
+from align.errors import CheckpointError, NonFiniteError
 from align.generation import chat_prompt_ids
 from align.losses import masked_entropy_from_logits, ppo_policy_loss, ppo_value_loss
 from align.models.loading import (
@@ -57,6 +66,8 @@ from align.models.loading import (
 )
 from align.models.precision import precision_args
 from align.outputs import write_metrics
+from align.ppo.checkpoint import PREFIX as CHECKPOINT_PREFIX
+from align.ppo.checkpoint import resume_folder
 from align.ppo.distributed import local_batch_sizes, setup_data_parallel
 from align.ppo.experience_maker import RewardSpec, experience_rollout, make_experience
 from align.ppo.kl import controller_options, make_kl_controller
@@ -91,6 +102,10 @@ def run(cfg: DictConfig) -> float:
     dp = setup_data_parallel(to_plain(cfg.deepspeed.get("config")) or None)  # world 1 without DeepSpeed
     _, local_mini, local_micro = local_batch_sizes(p.rollout_batch_size, p.mini_batch_size, p.micro_batch_size, dp.world)
     out_dir = begin_stage(cfg)
+    _check_output_folders(out_dir)
+    run_state = resume_state(cfg, out_dir / "checkpoints", CHECKPOINT_PREFIX)
+    resume_from = resume_folder(run_state, out_dir / "checkpoints")  # refuses a legacy (pickle) checkpoint
+    dp.barrier()  # rank 0 has removed an earlier run's checkpoints before anyone writes one
     device = torch.device("cuda", dp.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     autocast = autocast_context(cfg.precision, device)
 
@@ -106,7 +121,11 @@ def run(cfg: DictConfig) -> float:
     val_prompts, val_report = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else ([], None)
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
-    log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
+    test_prompts, test_report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts) if cfg.eval.final \
+        else ([], None)
+    ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
+    log.info("%d train prompts (%d too long, skipped), %d monitoring prompts, %d test prompts", len(train_ids), skipped,
+             len(val_ids), len(test_prompts))
 
     # 3. Models, the training backend (optimizers and schedulers, or DeepSpeed engines), KL controller.
     models = load_ppo_models(policy_path, rm_path, tokenizer.pad_token_id, p.mode, to_plain(p.lora), to_plain(p.lora),
@@ -116,7 +135,6 @@ def run(cfg: DictConfig) -> float:
     steps_per_iter = p.ppo_epochs * math.ceil(p.rollout_batch_size / p.mini_batch_size)
     schedule = lr_lambda(p.lr_scheduler, p.total_iterations * steps_per_iter)
     kl_ctl = make_kl_controller(p.kl.kind, **controller_options(p.kl))
-    ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     trainable_pi, total_pi = count_parameters(models.policy)
     trainable_v, total_v = count_parameters(models.value)
     log.info("mode=%s: policy trains %d of %d parameters, value %d of %d", p.mode, trainable_pi, total_pi, trainable_v, total_v)
@@ -129,7 +147,7 @@ def run(cfg: DictConfig) -> float:
 
     # 4. Resume: the backend restores weights, optimizers and RNG; the loop's own state is restored here.
     start_iter = 0
-    state = steps.load_latest(out_dir / "checkpoints") if cfg.resume else None
+    state = steps.load(resume_from) if resume_from is not None else None
     if state is not None:
         kl_ctl.load_state_dict(state["kl"])
         if ptx is not None:
@@ -137,9 +155,9 @@ def run(cfg: DictConfig) -> float:
         start_iter = state["iteration"]
         if is_main_process():
             truncate_history(out_dir, start_iter)
-        log.info("resumed at iteration %d (beta %.4f)", start_iter, kl_ctl.value)
-    elif not cfg.resume and is_main_process():
-        truncate_history(out_dir, -1)
+        log.info("resumed at iteration %d from %s (beta %.4f)", start_iter, resume_from, kl_ctl.value)
+    elif is_main_process():
+        truncate_history(out_dir, -1)  # a fresh start (also resume=true without a complete checkpoint)
 
     # 5. The loop (a fresh run first records the SFT policy as iteration 0 of the monitor).
     tracker = open_tracker(cfg, out_dir)
@@ -217,7 +235,7 @@ def run(cfg: DictConfig) -> float:
         last = stats
         if cfg.checkpoint.every and (it + 1) % cfg.checkpoint.every == 0:
             rest = {"kl": kl_ctl.state_dict(), "ptx_position": ptx.position if ptx is not None else 0}
-            steps.save_checkpoint(out_dir / "checkpoints", it + 1, rest, cfg.checkpoint.keep)
+            steps.save_checkpoint(out_dir / "checkpoints", it + 1, rest, cfg.checkpoint.keep, run_state)
 
     # 6. Finish, compare with SFT on the test prompts, save, metrics. Under DeepSpeed each process
     #    reports what it holds, ZeRO-3 gathers final/ from the shards, and only rank 0 goes on
@@ -240,14 +258,15 @@ def run(cfg: DictConfig) -> float:
         **train_report.as_metrics("data/train/"),
         **(val_report.as_metrics("data/validation/") if val_report is not None else {}),
         **(ptx_report.as_metrics("data/ptx/") if ptx_report is not None else {}),
+        **run_state.metrics(),
     })
     if device.type == "cuda":
         metrics["perf/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if cfg.eval.final:
         with autocast:
-            metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker))
+            metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker, test_prompts, test_report))
     plot_history(out_dir, read_history(out_dir))
-    steps.save_final(models, tokenizer, out_dir)  # ZeRO-3: already written by finish(), from the shards
+    steps.save_final(models, tokenizer, out_dir)  # refused with non-finite weights  # ZeRO-3: already written by finish(), from the shards
     write_metrics(out_dir, metrics)
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
@@ -276,10 +295,11 @@ def _update(models, exp, steps, dp, cfg, it, autocast, ptx, sizes, train_policy:
                 micro = mb._map(lambda x, s=start: x[s : s + micro_size]).trimmed()
                 share = float(micro.response_mask.sum()) / tokens
                 stats = _micro_step(models, micro, cfg, share, len(micro) / len(mb), autocast, ptx, train_policy, steps)
-                steps.micro_done()
+                _check_finite_losses(stats, dp, it + 1)  # before any optimizer step takes them
+                steps.micro_done(it + 1)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v * share
-            steps.minibatch_done()
+            steps.minibatch_done(it + 1)
             n_mb += 1
     return {k: v / max(n_mb, 1) for k, v in dp.sum_stats(sums).items()}
 
@@ -328,15 +348,43 @@ def _micro_step(models, micro, cfg, share: float, rows: float, autocast, ptx, tr
     return stats
 
 
+LOSSES = ("ppo/value_loss", "ppo/policy_loss", "ppo/ptx_loss")
+
+
+def _check_finite_losses(stats: dict[str, float], dp, iteration: int) -> None:
+    """Stop at a non-finite value, policy or PPO-ptx loss of a micro-batch, on every process at
+    once (one flag summed over processes, so no process waits in a collective for a dead one).
+
+    Raises:
+        NonFiniteError: Naming the loss, its value (this process's; NaN when another process saw
+            it) and the iteration.
+    """
+    bad = next(((k, v) for k, v in stats.items() if k in LOSSES and not math.isfinite(v)), None)
+    if dp.world > 1:
+        if float(dp.sum(torch.tensor([1.0 if bad else 0.0]))) == 0:
+            return
+        bad = bad or ("loss (on another process)", float("nan"))
+    if bad is not None:
+        raise NonFiniteError("ppo", iteration, bad[0].removeprefix("ppo/").replace("_", " "), bad[1])
+
+
+def _check_output_folders(out_dir) -> None:
+    """Refuse, before any work, an output path that a file blocks (``final/``, ``checkpoints/``)."""
+    for name in ("final", "final_adapter", "checkpoints"):
+        if (out_dir / name).exists() and not (out_dir / name).is_dir():
+            raise CheckpointError(f"ppo: {out_dir / name} is a file, where the stage writes the folder {name}/. "
+                                  "Move or remove it, then rerun.")
+
+
 @torch.no_grad()
-def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[str, float]:
-    """PPO vs. SFT (the reference) on the test prompts: gold and reward-model scores, win rates, KL."""
+def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker, prompts: list[str], report) -> dict[str, float]:
+    """PPO vs. SFT (the reference) on the test prompts (read in step 2): gold and reward-model
+    scores, win rates, KL."""
     from align.eval.gold import gold_metrics, sample_rows
     from align.eval.policy import compare_with
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
-    prompts, report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
     out, ppo, ppo_rm = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
                                        cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)

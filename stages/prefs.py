@@ -9,7 +9,8 @@ train on; the noise ceiling (agreement of the noisy labels with gold) is recorde
 
 Steps:
     1. Validate; seed, output folder, logging, tracker.
-    2. Load the policy and the prompts.
+    2. Read and check the prompts of both splits (a bad file fails here, before any sampling),
+       then load the policy.
     3. Sample policy responses for every prompt (batched, KV cache).
     4. Build ranked lists: policy samples + perturbations, annotated with noise.
     5. Write ``train.jsonl`` / ``validation.jsonl`` (the ``ranked`` format) and ``metrics.json``.
@@ -54,12 +55,14 @@ def run(cfg: DictConfig) -> float:
     tracker = open_tracker(cfg, out_dir)
     tracker.use_inputs(cfg.model.name_or_path, cfg.prompts.train, cfg.prompts.validation)
 
-    # 2. Policy and prompts.
+    # 2. Prompts of both splits first (the validation file is checked before the train split is
+    #    sampled), then the policy.
+    splits = {split: load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"]) for split in passes}
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):
-        prompts, prompt_report = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
+        prompts, prompt_report = splits[split]
         prompts = prompts * passes[split]  # each pass: fresh samples and labels
 
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.

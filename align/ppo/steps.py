@@ -6,14 +6,16 @@ the same methods either way and never asks which backend it runs on:
 
     build(...)                    (classmethod, via make_steps) optimizers and schedulers, or engines
                                   wrapping policy and value (the frozen models partitioned under ZeRO-3)
-    load_latest(dir)              resume: restore the newest checkpoint; returns its state or None
+    load(folder)                  resume: restore the checkpoint ``folder``; returns its state
     seed_sampling(seed, it, B)    before each rollout: this process's sampling stream
     before_forward(which)         before each training forward pass of ``policy`` or ``value``
     backward(which, loss, last)   accumulate a gradient into ``policy`` or ``value``
-    micro_done()                  after each micro-batch
-    minibatch_done()              after each minibatch: the optimizer step
+    micro_done(it)                after each micro-batch
+    minibatch_done(it)            after each minibatch: the optimizer step (refused when a gradient
+                                  norm is not finite: :class:`align.errors.NonFiniteError`)
     lr()                          the policy's current learning rate
-    save_checkpoint(dir, it, state, keep)   the backend's part of a checkpoint, plus ``state``
+    save_checkpoint(dir, it, state, keep, run)   the backend's part of a checkpoint, plus ``state``,
+                                  and the run's marker last (refused with non-finite weights)
     monitors                      whether this process runs the monitor's forward passes
     finish(...)                   end of training: the models to evaluate on rank 0, ``None`` elsewhere
     save_final(models, tok, dir)  ``final/`` on rank 0 (ZeRO-3: ``finish`` already gathered it)
@@ -23,28 +25,38 @@ A loss handed to ``backward`` is this process's share of the minibatch's loss, a
 be multiplied by for the engine's own averaging: ``1`` for plain torch; ``processes x
 accumulation steps`` under DeepSpeed, whose engine divides by both.
 
-Checkpoints (:mod:`align.ppo.checkpoint`): :class:`LocalSteps` writes one ``state.pt`` with the
-trainable weights, optimizers, schedulers and RNG states; :class:`DeepSpeedSteps` writes each
-engine's shards next to a ``state.pt`` without them. Each refuses to resume the other's.
+Checkpoints (:mod:`align.ppo.checkpoint`, no pickle): :class:`LocalSteps` writes the trainable
+weights, optimizers, schedulers and RNG states (``tensors.safetensors`` + ``state.json``);
+:class:`DeepSpeedSteps` writes each engine's shards next to a ``state.json`` without them. Each
+refuses to resume the other's.
+
+Non-finite values: :class:`LocalSteps` checks both models' gradient norms (the ones clipping
+computes) before the optimizer steps; :class:`DeepSpeedSteps` reads each engine's global gradient
+norm after its step (the engine steps inside ``engine.step()``; the weights it has then changed are
+never saved: the run stops). Weights are checked before every checkpoint and ``final/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from align.checkpoints import free_space_hint
 from align.distributed import consolidated_state_dict, is_main_process, partition_report, write_rank_report
+from align.errors import CheckpointError, NonFiniteError
 from align.models.adapters import save_full_final
 from align.models.precision import precision_args
 from align.ppo import checkpoint as ckpt
 from align.ppo.distributed import DataParallel, fill_config, wrap_frozen, wrap_trainable
 from align.ppo.models import PPOModels, frozen
 from align.ppo.seeded_sampling import row_seed
+from align.trainer_guard import check_finite_weights, first_non_finite
 
 log = logging.getLogger(__name__)
 MODELS = ("policy", "value")  # the trainable ones, in the order every process builds and steps them
@@ -99,14 +111,34 @@ def autocast_context(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _other_backend(checkpoint_dir: Path, how: str) -> ValueError:
-    return ValueError(f"{checkpoint_dir}: the newest checkpoint was written {how} DeepSpeed; resume it the same way "
-                      "(deepspeed=...).")
+STAGE = "ppo"
 
 
-def _save_final(models: PPOModels, tokenizer, out_dir: Path) -> None:
-    """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``."""
-    save_full_final(models.policy, tokenizer, out_dir, "lora" if models.mode == "lora" else "none")
+def _other_backend(folder: Path, how: str) -> CheckpointError:
+    return CheckpointError(f"{folder}: the checkpoint was written {how} DeepSpeed; resume it the same way "
+                           "(deepspeed=...).")
+
+
+def _check_finite_norm(which: str, norm, iteration: int) -> None:
+    value = float(norm)
+    if not math.isfinite(value):
+        raise NonFiniteError(STAGE, iteration, f"{which} gradient norm", value)
+
+
+def _save_final(models: PPOModels, tokenizer, out_dir: Path, iteration: int | str = "final") -> None:
+    """``final/``: full weights that plain transformers loads; lora mode also keeps ``final_adapter/``.
+    Refused when a weight is not finite; a failed write (disk full) is a :class:`CheckpointError`."""
+    check_finite_weights(models.policy, STAGE, iteration, "policy weights of final/")
+    try:
+        save_full_final(models.policy, tokenizer, out_dir, "lora" if models.mode == "lora" else "none")
+    except OSError as err:
+        raise CheckpointError(f"ppo: writing {Path(out_dir) / 'final'} failed: "
+                              f"{free_space_hint(Path(out_dir) / 'final', err)}") from err
+
+
+def _check_checkpoint_weights(models: PPOModels, iteration: int) -> None:
+    for which in MODELS:
+        check_finite_weights(getattr(models, which), STAGE, iteration, f"{which} weights of the checkpoint")
 
 
 class LocalSteps:
@@ -141,13 +173,20 @@ class LocalSteps:
     def backward(self, which: str, loss: torch.Tensor, last: bool = True) -> None:
         loss.backward()  # at once: only one loss's activations are alive at a time
 
-    def micro_done(self) -> None:
+    def micro_done(self, iteration: int = 0) -> None:
         pass
 
-    def minibatch_done(self) -> None:
-        for which, opt in self.optimizers.items():
+    def minibatch_done(self, iteration: int = 0) -> None:
+        """Clip each model's gradient, refuse a non-finite norm (before either model steps), step.
+
+        Raises:
+            NonFiniteError: A gradient norm is NaN or inf (``iteration`` names where).
+        """
+        for which in self.optimizers:
             model = self.models.policy if which == "policy" else self.models.value
-            torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], self.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], self.max_grad_norm)
+            _check_finite_norm(which, norm, iteration)
+        for which, opt in self.optimizers.items():
             opt.step()
             self.schedulers[which].step()
             opt.zero_grad(set_to_none=True)
@@ -164,24 +203,30 @@ class LocalSteps:
             self.optimizers[which].load_state_dict(state[f"opt_{which}"])
             self.schedulers[which].load_state_dict(state[f"sched_{which}"])
 
-    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> None:
-        """``iter_<iteration>/state.pt``: trainable weights, optimizers, schedulers, RNG states and ``state``."""
-        ckpt.save_checkpoint(checkpoint_dir, iteration, {
-            "policy": ckpt.trainable_state(self.models.policy), "value": ckpt.trainable_state(self.models.value),
-            **self.state_dict(), **state}, keep=keep)
-
-    def load_latest(self, checkpoint_dir: Path) -> dict[str, Any] | None:
-        """Restore weights, optimizers, schedulers and RNG states from the newest checkpoint and
-        return its state (``None``: there is none).
+    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int,
+                        run=None) -> None:
+        """``iter_<iteration>/``: trainable weights, optimizers, schedulers, RNG states and ``state``,
+        then ``run``'s marker (:class:`align.checkpoints.RunState`).
 
         Raises:
-            ValueError: When the checkpoint was written under DeepSpeed.
+            NonFiniteError: A weight is not finite (nothing is written).
+            CheckpointError: The write failed (disk full); the previous checkpoints are intact.
         """
-        state = ckpt.load_latest(checkpoint_dir)
-        if state is None:
-            return None
-        if "policy" not in state:
-            raise _other_backend(checkpoint_dir, "under")
+        _check_checkpoint_weights(self.models, iteration)
+        ckpt.save_checkpoint(checkpoint_dir, iteration, {
+            "policy": ckpt.trainable_state(self.models.policy), "value": ckpt.trainable_state(self.models.value),
+            **self.state_dict(), **state}, keep=keep, run=run)
+
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Restore weights, optimizers, schedulers and RNG states from the checkpoint ``folder``
+        and return its state.
+
+        Raises:
+            CheckpointError: A damaged or legacy checkpoint, or one written under DeepSpeed.
+        """
+        state = ckpt.read_state(folder)
+        if state.get("backend") != "local":
+            raise _other_backend(folder, "under")
         ckpt.load_trainable_state(self.models.policy, state["policy"])
         ckpt.load_trainable_state(self.models.value, state["value"])
         self.load_state_dict(state)
@@ -263,33 +308,49 @@ class DeepSpeedSteps:
         if which not in self._stepped:
             self._stepped.append(which)
 
-    def micro_done(self) -> None:
+    def micro_done(self, iteration: int = 0) -> None:
+        """Each engine's ``step()`` (the optimizer step at an accumulation boundary), then its
+        global gradient norm: a non-finite one stops the run (after the engine's step, which
+        DeepSpeed takes inside ``step()``; nothing of it is saved)."""
         if self._pending:
             raise RuntimeError(f"DeepSpeedSteps: loss terms of {sorted(self._pending)} were never backpropagated.")
         for which in sorted(self._stepped):  # a model without a backward (critic warm-up) takes no step
-            self.engines[which].step()
+            engine = self.engines[which]
+            engine.step()
+            norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+            if norm is not None:
+                _check_finite_norm(which, norm, iteration)
         self._stepped.clear()
 
-    def minibatch_done(self) -> None:
+    def minibatch_done(self, iteration: int = 0) -> None:
         pass  # engine.step() at the last micro-batch of the accumulation steps is the optimizer step
 
     def lr(self) -> float:
         return self.engines["policy"].get_lr()[0]
 
-    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> None:
-        """Each engine's shards (every process writes its own) and ``state.pt`` with ``state``; a collective."""
-        ckpt.save_engine_checkpoint(checkpoint_dir, iteration, self.engines, state, keep, self.dp)
+    def save_checkpoint(self, checkpoint_dir: Path, iteration: int, state: dict[str, Any], keep: int,
+                        run=None) -> None:
+        """Each engine's shards (every process writes its own), ``state.json`` with ``state`` and
+        ``run``'s marker; a collective. This process's weights are checked first (under ZeRO-3 each
+        holds only its partition)."""
+        _check_checkpoint_weights(self.models, iteration)
+        ckpt.save_engine_checkpoint(checkpoint_dir, iteration, self.engines, state, keep, self.dp, run=run)
 
-    def load_latest(self, checkpoint_dir: Path) -> dict[str, Any] | None:
-        """Restore every engine from the newest checkpoint and return its ``state.pt`` (``None``:
-        there is none); a collective. The sampling streams need no restoring (:meth:`seed_sampling`).
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Restore every engine from the checkpoint ``folder`` and return its ``state.json``; a
+        collective. The sampling streams need no restoring (:meth:`seed_sampling`). DeepSpeed reads
+        its own shards with ``torch.load(weights_only=False)``: see :mod:`align.ppo.checkpoint`.
 
         Raises:
-            ValueError: When the checkpoint was written without DeepSpeed.
+            CheckpointError: A damaged or legacy checkpoint, or one written without DeepSpeed.
         """
-        state = ckpt.load_engine_checkpoint(checkpoint_dir, self.engines)
-        if state is not None and "policy" in state:
-            raise _other_backend(checkpoint_dir, "without")
+        state = ckpt.read_state(folder)  # first: a legacy or local checkpoint is refused before DeepSpeed reads it
+        if state.get("backend") != "deepspeed":
+            raise _other_backend(folder, "without")
+        for name, engine in self.engines.items():
+            path, _ = engine.load_checkpoint(str(folder), tag=name)
+            if path is None:
+                raise CheckpointError(f"{Path(folder) / name}: no DeepSpeed checkpoint of the {name} model.")
         return state
 
     def finish(self, out_dir: Path, tokenizer, policy_path: str, rm_path: str, device) -> PPOModels | None:
@@ -303,8 +364,14 @@ class DeepSpeedSteps:
             state = consolidated_state_dict(self.engines["policy"])  # a collective; whole on rank 0
             if is_main_process():
                 final = Path(out_dir) / "final"
-                self.models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
-                tokenizer.save_pretrained(final)
+                bad = first_non_finite(state.items())
+                if bad is not None:
+                    raise NonFiniteError(STAGE, "final", f"policy weights of final/ ({bad[0]})", bad[1])
+                try:
+                    self.models.policy.save_pretrained(final, state_dict=state, safe_serialization=True)
+                    tokenizer.save_pretrained(final)
+                except OSError as err:
+                    raise CheckpointError(f"ppo: writing {final} failed: {free_space_hint(final, err)}") from err
                 log.info("ZeRO-3 policy consolidated into %s; reloading it as a plain model", final)
         self.dp.barrier()
         if not is_main_process():

@@ -70,7 +70,9 @@ def test_ppo_cli_trains_the_policy_keeps_the_reference_and_saves_a_loadable_mode
     assert final.keys() == sft.keys() and any(not torch.equal(final[k], sft[k]) for k in final)  # the trained policy
     if mode == "lora":  # final_adapter/ loads in plain peft and merges into exactly final/
         _check_adapter_merges_into(out / "final_adapter", final)
-    assert (out / "checkpoints" / "iter_2" / "state.pt").exists()
+    assert (out / "checkpoints" / "iter_2" / "align_checkpoint.json").exists()
+    assert not (out / "checkpoints" / "iter_2" / "state.pt").exists()  # no pickle
+    assert m["resume/resumed"] is False and m["resume/run_id"]
     if mode == "lora":
         runs = list((out / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -118,32 +120,115 @@ def test_ppo_config_errors_are_clear(tiny_rm, tmp_path, bad, match):
         run(compose_stage("ppo", tiny_rm["common"] + PPO_FAST + [f"output_dir={tmp_path / 'p'}", *bad]))
 
 
+def _ppo_cli(overrides: list[str]) -> subprocess.CompletedProcess:
+    """``stages/ppo.py`` as a user runs it, failing or not."""
+    return subprocess.run([sys.executable, str(REPO / "stages" / "ppo.py"), *overrides], cwd=REPO, env=stage_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_ppo_resume_after_a_kill_matches_an_uninterrupted_run(tiny_rm, tmp_path):
+    """Killed (SIGKILL) after its first checkpoint in a folder that held an earlier, longer run with
+    another ``init_kl_coef``: resume=true into that old run is refused naming the key; the new
+    run (resume=false) removes the old checkpoints, and once killed and resumed it ends equal to an
+    uninterrupted run (issue 14, item 1: it used to resume the old run's iter_8 and train 0
+    iterations)."""
     common = tiny_rm["common"] + PPO_FAST + ["ppo.total_iterations=6", "checkpoint.every=2", "checkpoint.keep=1",
                                              "eval.every=3"]
     straight = tmp_path / "straight"
     run_stage_cli("ppo", common + [f"output_dir={straight}"])
 
     killed = tmp_path / "killed"
+    run_stage_cli("ppo", tiny_rm["common"] + PPO_FAST + [  # the earlier, longer run with another beta
+        f"output_dir={killed}", "ppo.total_iterations=8", "ppo.kl.init_kl_coef=0.3", "checkpoint.every=2",
+        "checkpoint.keep=1", "eval.every=0", "eval.final=false"])
+    assert (killed / "checkpoints" / "iter_8").is_dir()
+    refused = _ppo_cli(common + [f"output_dir={killed}", "resume=true"])
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert "belongs to another run" in refused.stderr and "ppo.kl.init_kl_coef: 0.3 -> 0.2" in refused.stderr, \
+        refused.stderr[-3000:]
+    assert (killed / "checkpoints" / "iter_8").is_dir()  # a refusal changes nothing
+
     proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "ppo.py"), *common, f"output_dir={killed}"],
                             cwd=REPO, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (killed / "checkpoints" / "iter_2" / "state.pt").exists():
+    while not (killed / "checkpoints" / "iter_2" / "align_checkpoint.json").exists():  # the marker: written last
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists()  # it really died mid-way
+    assert not (killed / "checkpoints" / "iter_8").exists()  # the old run's checkpoints went when the new run began
     run_stage_cli("ppo", common + [f"output_dir={killed}", "resume=true"])
 
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
-    same = {k: v for k, v in a.items() if not k.startswith(("perf/", "timing/"))}
+    assert b["resume/resumed"] is True and b["resume/from_step"] >= 2 and b["ppo/iterations"] == 6
+    same = {k: v for k, v in a.items() if not k.startswith(("perf/", "timing/", "resume/"))}
     for key, value in same.items():
         assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
     assert (straight / "history.jsonl").read_text() == (killed / "history.jsonl").read_text()
     wa = AutoModelForCausalLM.from_pretrained(straight / "final").state_dict()
     wb = AutoModelForCausalLM.from_pretrained(killed / "final").state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_ppo_stops_at_the_first_non_finite_value_and_keeps_the_last_good_checkpoint(tiny_rm, tmp_path):
+    """Issue 14, item 3: a diverging run used to exit 0 with NaN weights in final/. The critic
+    warm-up makes iteration 1 a good one (the policy does not train), so its checkpoint exists.
+
+    lr 1e30, not the issue's 1e6: on this tiny fp32 CPU run lr 1e6 destroys the policy (uniform
+    entropy, gold 0) but every loss, gradient and weight stays finite, so there is nothing
+    non-finite to catch; 1e30 overflows at the first forward pass after the first policy step."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "nan"
+    proc = _ppo_cli(tiny_rm["common"] + PPO_FAST + [
+        f"output_dir={out}", "ppo.policy_lr=1e30", "ppo.total_iterations=6", "ppo.critic_warmup_iterations=1",
+        "checkpoint.every=1", "checkpoint.keep=10", "eval.every=0"])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: ppo: non-finite" in proc.stderr and "at step 2;" in proc.stderr, proc.stderr[-3000:]
+    assert not (out / "final").exists() and not (out / "metrics.json").exists()
+    kept = sorted((out / "checkpoints").glob("iter_*"))
+    assert out / "checkpoints" / "iter_1" in kept
+    for folder in kept:  # every checkpoint on disk is complete and finite
+        assert (folder / "align_checkpoint.json").is_file()
+        assert all(bool(torch.isfinite(t).all()) for t in load_file(folder / "tensors.safetensors").values())
+
+
+class _Payload:
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_ppo_resume_never_unpickles_a_crafted_state_pt(tiny_rm, tmp_path):
+    """Issue 14, item 4: the old resume ran ``torch.load(state.pt, weights_only=False)``, and a
+    crafted file created ``pwned`` before the run stopped with an unrelated message."""
+    out = tmp_path / "crafted"
+    (out / "checkpoints" / "iter_9").mkdir(parents=True)
+    torch.save({"iteration": 9, "policy": _Payload(tmp_path / "pwned")}, out / "checkpoints" / "iter_9" / "state.pt")
+    proc = _ppo_cli(tiny_rm["common"] + PPO_FAST + [f"output_dir={out}", "resume=true"])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "iter_9: a checkpoint in the old format (state.pt, a pickle)" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["bad_test_file", "final_is_a_file"])
+def test_ppo_checks_every_input_and_output_before_the_models_load(tiny_rm, tmp_path, case):
+    """Issue 14, item 7: a bad data.test used to kill the run after the last iteration (no final/)."""
+    out = tmp_path / case
+    out.mkdir()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "What is 2 plus 3?"}\n{"prompt": 7}\n')
+    over = {"bad_test_file": [f"data.test={bad}"], "final_is_a_file": []}[case]
+    if case == "final_is_a_file":
+        (out / "final").write_text("not a folder")
+    proc = _ppo_cli(tiny_rm["common"] + PPO_FAST + [f"output_dir={out}", *over])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    expected = {"bad_test_file": "bad.jsonl, line 2, field 'prompt'", "final_is_a_file": "final is a file"}[case]
+    assert "error: ppo: " in proc.stderr and expected in proc.stderr, proc.stderr[-3000:]
+    assert not (out / "checkpoints").exists() and not (out / "history.jsonl").exists()  # no iteration ran
 
 
 # ------------------------------------------------- one PPO update: the micro-batch size is free

@@ -50,3 +50,22 @@ def test_prefs_passes_rank_every_prompt_again_with_fresh_candidates(tiny_sft, tm
 def test_prefs_refuses_zero_passes(tiny_sft, tmp_path):
     with pytest.raises(AssertionError, match="passes_train=0 must be >= 1"):
         run_stage_cli("prefs", tiny_sft["common"] + PREFS_FAST + ["prompts.passes_train=0", f"output_dir={tmp_path / 'p0'}"])
+
+
+def test_prefs_checks_the_validation_prompts_before_sampling_the_train_split(tiny_sft, tmp_path):
+    """Issue 14, item 7: a bad validation file used to fail only after the whole train split was
+    sampled (train.jsonl already written); both files are read and checked first now."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, stage_env
+
+    bad = tmp_path / "validation.jsonl"
+    bad.write_text('{"prompt": "What is 2 plus 3?"}\n{"prompt": ""}\n')
+    out = tmp_path / "prefs_bad"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prefs.py"), *tiny_sft["common"], *PREFS_FAST,
+                           f"prompts.validation={bad}", f"output_dir={out}"],
+                          cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: prefs:" in proc.stderr and "validation.jsonl" in proc.stderr and "line 2" in proc.stderr, proc.stderr
+    assert not (out / "train.jsonl").exists() and not (out / "metrics.json").exists()

@@ -199,7 +199,7 @@ def test_ppo_two_ranks_partition_and_match_one_process(tiny_rm, ppo_reference, z
     # the one-process run trained.
     final = AutoModelForCausalLM.from_pretrained(out / "final")
     check_same_weights(final, AutoModelForCausalLM.from_pretrained(ppo_reference / "final"))
-    assert (out / "checkpoints" / "iter_2" / "policy").is_dir() and (out / "checkpoints" / "iter_2" / "state.pt").exists()
+    assert (out / "checkpoints" / "iter_2" / "policy").is_dir() and (out / "checkpoints" / "iter_2" / "align_checkpoint.json").exists()
     if zero == 3:
         # Resuming from the sharded checkpoint at iteration 2 redoes iteration 3 exactly.
         resumed = out.parent / "resumed"

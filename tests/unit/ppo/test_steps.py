@@ -4,18 +4,21 @@ learning-rate schedule and the precision context."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from align.errors import CheckpointError
 from align.ppo.checkpoint import save_engine_checkpoint
 from align.ppo.distributed import DataParallel
 from align.ppo.models import PPOModels
 from align.ppo.seeded_sampling import row_seed
 from align.ppo.steps import DeepSpeedSteps, LocalSteps, autocast_context, lr_lambda, make_steps
 
-# What a local checkpoint's state.pt holds, in this order: resuming old runs depends on it.
+# What a local checkpoint's state.json holds, in this order.
 LOCAL_KEYS = ["policy", "value", "opt_policy", "opt_value", "sched_policy", "sched_value", "kl", "ptx_position",
-              "iteration", "rng"]
+              "backend", "iteration", "rng"]
 
 
 def _models(seed: int) -> PPOModels:
@@ -44,12 +47,12 @@ def test_local_checkpoint_round_trip_restores_weights_optimizers_schedules_and_r
     _train_once(models, steps)
     steps.save_checkpoint(tmp_path, 3, {"kl": {"value": 0.2}, "ptx_position": 5}, keep=2)
     after_save = torch.rand(3)  # the global stream right after the save
-    saved = torch.load(tmp_path / "iter_3" / "state.pt", weights_only=False)
-    assert list(saved) == LOCAL_KEYS
+    saved = json.loads((tmp_path / "iter_3" / "state.json").read_text())["state"]
+    assert list(saved) == LOCAL_KEYS and not (tmp_path / "iter_3" / "state.pt").exists()
 
     fresh = _models(1)  # other weights, empty optimizers
     fresh_steps = _steps(fresh)
-    state = fresh_steps.load_latest(tmp_path)
+    state = fresh_steps.load(tmp_path / "iter_3")
     assert state["iteration"] == 3 and state["kl"] == {"value": 0.2} and state["ptx_position"] == 5
     assert torch.equal(torch.rand(3), after_save)  # RNG restored
     for a, b in ((models.policy, fresh.policy), (models.value, fresh.value)):
@@ -62,14 +65,13 @@ def test_each_backend_refuses_the_others_checkpoint(tmp_path):
     local, ds = tmp_path / "local", tmp_path / "ds"
     models = _models(0)
     _steps(models).save_checkpoint(local, 2, {"kl": {}, "ptx_position": 0}, keep=1)
-    # A DeepSpeed checkpoint's state.pt holds no weights (they are in the engines' folders).
+    # A DeepSpeed checkpoint's state.json holds no weights (they are in the engines' folders).
     save_engine_checkpoint(ds, 2, {}, {"kl": {}, "ptx_position": 0}, 1, DataParallel())
-    with pytest.raises(ValueError, match=r"checkpoint was written under DeepSpeed; resume it the same way"):
-        _steps(_models(0)).load_latest(ds)
+    with pytest.raises(CheckpointError, match=r"checkpoint was written under DeepSpeed; resume it the same way"):
+        _steps(_models(0)).load(ds / "iter_2")
     engines = DeepSpeedSteps(models, {}, DataParallel(config={"zero_optimization": {"stage": 2}}), accumulation=1)
-    with pytest.raises(ValueError, match=r"checkpoint was written without DeepSpeed; resume it the same way"):
-        engines.load_latest(local)
-    assert _steps(_models(0)).load_latest(tmp_path / "none") is None  # no checkpoint: a fresh start
+    with pytest.raises(CheckpointError, match=r"checkpoint was written without DeepSpeed; resume it the same way"):
+        engines.load(local / "iter_2")
 
 
 def test_sampling_seed_is_per_rank_under_deepspeed_and_untouched_otherwise():
