@@ -11,8 +11,8 @@ its row parser.
 
 ``format="auto"`` picks the format from the first row's keys: ``responses`` -> ranked,
 ``completions`` -> ultrafeedback, ``replies`` -> oasst, ``chosen``/``rejected`` strings starting
-with ``"\\n\\nHuman:"`` -> hh, other ``chosen``/``rejected`` -> pairwise. A row whose keys fit
-no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
+with ``"\\n\\nHuman:"`` (or ``"Human:"``, the blank line left out) -> hh, other
+``chosen``/``rejected`` -> pairwise. A row whose keys fit no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
 
 Bad rows (:class:`~align.data.errors.DataError`, counted by code with ``on_bad_row="skip"``),
 besides the message checks of :mod:`align.data.checks` (``wrong_type``, ``missing_field``,
