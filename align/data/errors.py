@@ -219,7 +219,7 @@ def check_positive(name: str, value: object) -> None:
 def nothing_left(report: LoadReport) -> str:
     """The message for a load that kept no row: the counts and what to do."""
     if report.rows_read == 0:
-        why = "The source has no rows; check the path, the split and data_files."
+        why = "The source has no rows; check the path and the split."
     else:
         why = "Every row was skipped; fix the rows (on_bad_row=error stops at the first bad one)."
     return f"Nothing is left to train on: {report.summary()}. {why}"
