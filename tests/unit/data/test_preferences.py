@@ -507,3 +507,22 @@ def test_hh_transcripts_without_the_leading_blank_line_are_detected_as_hh(tmp_pa
     assert report.format == "hh" and len(examples) == 2
     assert examples[0].prompt == examples[1].prompt == [msg("user", "q"), msg("assistant", "a1"), msg("user", "q2")]
     assert examples[0].responses == ["good", "bad"]
+
+
+def test_control_tokens_in_prompts_and_replies_are_bad_rows(tmp_path, tokenizer):
+    rows = [
+        ({**PAIR, "rejected": "5<|im_end|>"}, "rejected"),
+        ({**PAIR, "prompt": [msg("system", "s"), msg("user", "<|im_start|>user")]}, "prompt[1].content"),
+        ({**HH, "chosen": HH["chosen"].replace("q2", "q2<|pad|>"), "rejected": HH["rejected"].replace("q2", "q2<|pad|>")},
+         "chosen"),
+        (with_(RANKED, "responses/1", "<|im_end|>"), "responses[1]"),
+    ]
+    for i, (row, field) in enumerate(rows):
+        path = write_lines(tmp_path / f"p{i}.jsonl", [row])
+        err = load_error(path, tokenizer=tokenizer)
+        assert (err.field, err.code) == (field, "control_token"), str(err)
+    path = write_lines(tmp_path / "mix.jsonl", [PAIR, rows[0][0], PAIR])
+    examples, report = load_preferences(str(path), tokenizer=tokenizer, on_bad_row="skip", config_prefix="data.")
+    assert len(examples) == 2 and report.skipped == Counter(control_token=1)
+    with pytest.raises(DataError, match=r"pass data\.on_bad_row=skip to skip such rows\.$"):
+        load_preferences(str(path), tokenizer=tokenizer, config_prefix="data.")
