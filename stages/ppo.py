@@ -99,11 +99,13 @@ def run(cfg: DictConfig) -> float:
     if load_tokenizer(rm_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
                          "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
-    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit)
+    prompt_kw = dict(on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer, config_prefix="data.")
+    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit, **prompt_kw)
     train_prompts, train_ids, train_report = tokenize_prompts(tokenizer, train_prompts, cfg.max_prompt_length,
                                                               cfg.on_too_long, cfg.data.train, train_report)
     skipped = train_report.skipped["too_long"]
-    val_prompts, val_report = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else ([], None)
+    val_prompts, val_report = (load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts, **prompt_kw) if cfg.eval.every
+                               else ([], None))
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts", len(train_ids), skipped, len(val_ids))
@@ -336,7 +338,8 @@ def final_comparison(models, tokenizer, spec, cfg, gold: bool, tracker) -> dict[
     from align.generation import Generations
     from align.ppo.experience_maker import score_rollout
 
-    prompts, report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts)
+    prompts, report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts, on_bad_row=cfg.data.on_bad_row,
+                                   tokenizer=tokenizer, config_prefix="data.")
     ids = [chat_prompt_ids(tokenizer, q) for q in prompts]
     out, ppo, ppo_rm = policy_snapshot(models, tokenizer, prompts, ids, spec, cfg.generation.max_new_tokens,
                                        cfg.generation.temperature, cfg.ppo.micro_batch_size, gold)
@@ -394,7 +397,8 @@ def _validate(cfg) -> None:
 def _ptx_batches(cfg, tokenizer):
     from align.ppo.ptx import DemonstrationBatches, load_demonstrations
 
-    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
+    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens,
+                                       on_bad_row=cfg.data.on_bad_row, config_prefix="data.")
     report.log(log)
     return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
 

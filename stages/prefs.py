@@ -59,7 +59,9 @@ def run(cfg: DictConfig) -> float:
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):
-        prompts, prompt_report = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"])
+        prompts, prompt_report = load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"],
+                                              on_bad_row=cfg.prompts.on_bad_row, tokenizer=tokenizer,
+                                              config_prefix="prompts.")
         prompts = prompts * passes[split]  # each pass: fresh samples and labels
 
         # 3. Policy samples: num_policy_samples per prompt, in one batched pass per round.
