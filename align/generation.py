@@ -62,10 +62,10 @@ class Generations:
 
 
 def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of a single-turn user prompt followed by the assistant header."""
-    enc = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
-    )
+    """Token ids of a prompt followed by the assistant header: a single user turn, or the
+    conversation of a multi-turn prompt (:class:`align.data.prompts.ChatPrompt`'s ``messages``)."""
+    messages = getattr(prompt, "messages", None) or [{"role": "user", "content": prompt}]
+    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     return list(enc["input_ids"])
 
 

@@ -34,7 +34,7 @@ from trl import DPOConfig
 
 from align.cli import stage_main
 from align.config import begin_stage, open_tracker, resume_state, to_plain
-from align.data import load_preferences, load_prompts
+from align.data import ChatPrompt, load_preferences, load_prompts
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, whole_parameters
 from align.dpo import (
     PretokenizedDPOTrainer,
@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> float:
     tokenizer = load_tokenizer(start_path, cfg.model.trust_remote_code)
     max_length = cfg.data.max_length
     data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
-                   max_length=max_length, on_too_long=cfg.data.on_too_long)
+                   max_length=max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.")
     train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw)
     val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
@@ -92,8 +92,10 @@ def run(cfg: DictConfig) -> float:
     val_rows, val_counts = tokenize_pairs(val_ex, tokenizer, d.pair_rule, max_length)
     log.info("pairs (rule %s): train %s | validation %s", d.pair_rule, train_counts, val_counts)
     train_ds, val_ds = pairs_to_dataset(train_rows), pairs_to_dataset(val_rows)
-    eval_prompts, eval_report = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts) if cfg.eval.prompts
-                                 else ([ex.prompt[-1]["content"] for ex in val_ex][: cfg.eval.num_prompts], None))
+    eval_prompts, eval_report = (load_prompts(cfg.eval.prompts, limit=cfg.eval.num_prompts, on_bad_row=cfg.data.on_bad_row,
+                                              tokenizer=tokenizer, config_prefix="data.") if cfg.eval.prompts
+                                 else ([ChatPrompt(ex.prompt) if len(ex.prompt) > 1 else ex.prompt[0]["content"]
+                                        for ex in val_ex][: cfg.eval.num_prompts], None))
 
     # 3. Policy and (reference=copy) its frozen copy.
     check_quantizable(AutoConfig.from_pretrained(start_path), cfg.peft.method)

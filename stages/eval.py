@@ -63,7 +63,8 @@ def run(cfg: DictConfig) -> float:
     start = time.perf_counter()
 
     # 2. Prompts, and the oracle.
-    prompts, prompt_report = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts)
+    prompts, prompt_report = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts, on_bad_row=cfg.data.on_bad_row,
+                                          config_prefix="data.")
     gold, gold_note = _gold_applies(cfg.gold, prompts)
     log.info("%d prompts from %s; gold: %s", len(prompts), cfg.data.prompts, gold_note)
 

@@ -114,15 +114,17 @@ def run(cfg: DictConfig) -> float:
     if load_tokenizer(rm_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
                          "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
-    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit)
+    prompt_kw = dict(on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer, config_prefix="data.")
+    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit, **prompt_kw)
     train_prompts, train_ids, train_report = tokenize_prompts(tokenizer, train_prompts, cfg.max_prompt_length,
                                                               cfg.on_too_long, cfg.data.train, train_report)
     skipped = train_report.skipped["too_long"]
-    val_prompts, val_report = load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts) if cfg.eval.every else ([], None)
+    val_prompts, val_report = (load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts, **prompt_kw) if cfg.eval.every
+                               else ([], None))
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
-    test_prompts, test_report = load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts) if cfg.eval.final \
-        else ([], None)
+    test_prompts, test_report = (load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts, **prompt_kw)
+                                 if cfg.eval.final else ([], None))
     ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts, %d test prompts", len(train_ids), skipped,
              len(val_ids), len(test_prompts))
@@ -442,7 +444,8 @@ def _validate(cfg) -> None:
 def _ptx_batches(cfg, tokenizer):
     from align.ppo.ptx import DemonstrationBatches, load_demonstrations
 
-    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens)
+    rows, report = load_demonstrations(cfg.data.ptx, tokenizer, cfg.max_prompt_length + cfg.generation.max_new_tokens,
+                                       on_bad_row=cfg.data.on_bad_row, config_prefix="data.")
     report.log(log)
     return DemonstrationBatches(rows, cfg.ppo.ptx_batch_size, tokenizer.pad_token_id, cfg.seed), report
 

@@ -55,10 +55,11 @@ def run(cfg: DictConfig) -> float:
     tracker = open_tracker(cfg, out_dir)
     tracker.use_inputs(cfg.model.name_or_path, cfg.prompts.train, cfg.prompts.validation)
 
-    # 2. Prompts of both splits first (the validation file is checked before the train split is
-    #    sampled), then the policy.
-    splits = {split: load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"]) for split in passes}
+    # 2. Tokenizer, prompts of both splits (the validation file is checked before the train split
+    #    is sampled), then the policy.
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    splits = {split: load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"], on_bad_row=cfg.prompts.on_bad_row,
+                                  tokenizer=tokenizer, config_prefix="prompts.") for split in passes}
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
     for split in ("train", "validation"):

@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> float:
     base = resolve_full_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
-                   max_length=cfg.data.max_length, on_too_long=cfg.data.on_too_long)
+                   max_length=cfg.data.max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.")
     train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw)
     val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())

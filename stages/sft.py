@@ -31,7 +31,7 @@ from trl import SFTConfig, SFTTrainer
 
 from align.cli import stage_main
 from align.config import begin_stage, open_tracker, resume_state, to_plain
-from align.data import load_prompts, load_sft_dataset
+from align.data import is_conversational, load_prompts, load_sft_dataset
 from align.distributed import check_deepspeed_choice, deepspeed_args, finish_training, is_main_process
 from align.eval.gold import gold_metrics, sample_rows
 from align.eval.policy import compare_with, generation_metrics
@@ -67,15 +67,17 @@ def run(cfg: DictConfig) -> float:
     max_length = cfg.trainer.max_length
     data_kw = dict(
         format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
-        max_length=max_length, on_too_long=cfg.data.on_too_long,
+        max_length=max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.",
     )
     train_ds, train_report = load_sft_dataset(
         cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw
     )
     val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
-    gold_prompts, gold_report = (load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts)
+    gold_prompts, gold_report = (load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts,
+                                              on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer, config_prefix="data.")
                                  if cfg.data.gold_prompts else ([], None))
+    trainer_args = _loss_args(to_plain(cfg.trainer), train_ds, val_ds, cfg.data.train.source, cfg.data.validation.source)
 
     # 3. Starting model, and its gold score (what this stage must improve on).
     check_quantizable(AutoConfig.from_pretrained(cfg.model.name_or_path), cfg.peft.method)
@@ -96,7 +98,7 @@ def run(cfg: DictConfig) -> float:
         seed=cfg.seed,
         **precision_args(cfg.precision),
         **deepspeed_args(to_plain(cfg.deepspeed.config)),
-        **to_plain(cfg.trainer),
+        **trainer_args,
     )
     peft_config = instantiate(cfg.peft.config, _convert_="all") if cfg.peft.method != "none" else None
     trainer = SFTTrainer(
@@ -163,6 +165,26 @@ def _greedy(model, tokenizer, prompts, cfg, name: str):
     for p, r, s in sample_rows(prompts, gens, 3):
         log.info("%s sample | %s -> %s (gold %.2f)", name, p, r, s)
     return gens
+
+
+
+def _loss_args(trainer: dict, train_ds, val_ds, train_source: str, val_source: str) -> dict:
+    """``trainer`` with ``assistant_only_loss`` off for data without assistant turns.
+
+    TRL refuses ``assistant_only_loss=True`` on ``text`` and plain prompt/completion rows; those get
+    the loss on every token (text) or on the completion (TRL's ``completion_only_loss``), logged.
+    """
+    kinds = {train_source: is_conversational(train_ds), val_source: is_conversational(val_ds)}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(
+            f"data.train ({train_source}) is {'' if kinds[train_source] else 'not '}conversational but "
+            f"data.validation ({val_source}) is {'' if kinds[val_source] else 'not '}: use one format for both."
+        )
+    if trainer.get("assistant_only_loss") and not kinds[train_source]:
+        log.warning("data rows are not conversational (text or plain prompt/completion): trainer.assistant_only_loss "
+                    "turned off; the loss covers every token of text rows, the completion of prompt/completion rows")
+        trainer = {**trainer, "assistant_only_loss": False}
+    return trainer
 
 
 main = stage_main("sft", run)

@@ -8,15 +8,16 @@ raises a :class:`DataError` that names the source, the row, the field and the fi
 
 from align.data.checks import ROLES
 from align.data.errors import DataError, LoadReport, SourceRef, handle_bad
-from align.data.prompts import load_prompts, tokenize_prompts
+from align.data.prompts import ChatPrompt, load_prompts, tokenize_prompts
 from align.data.rows import Skip, check_rows
-from align.data.sft import FORMATS, load_sft_dataset
+from align.data.sft import FORMATS, is_conversational, load_sft_dataset
 from align.data.source import describe_source, iter_rows
 from align.data.text import load_text_dataset
 
 __all__ = [
     "FORMATS",
     "ROLES",
+    "ChatPrompt",
     "DataError",
     "LoadReport",
     "Skip",
@@ -24,6 +25,7 @@ __all__ = [
     "check_rows",
     "describe_source",
     "handle_bad",
+    "is_conversational",
     "iter_rows",
     "load_prompts",
     "load_sft_dataset",

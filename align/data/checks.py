@@ -3,13 +3,15 @@
 A loader wraps each row in a :class:`BadRow` and raises ``bad(field, code, reason)`` for the first
 problem it finds; :func:`check_text` and :func:`check_messages` are the checks every
 conversational format shares (``wrong_type``, ``missing_field``, ``unknown_role``,
-``empty_content``, ...). :func:`text_length` and :func:`chat_length` measure a sequence in tokens
+``empty_content``, ...); :func:`check_control_tokens` refuses text holding the tokenizer's
+control tokens (``control_token``). :func:`text_length` and :func:`chat_length` measure a sequence in tokens
 as TRL's trainers build it, for the ``max_length`` checks (:data:`TOO_LONG_MODES`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 from align.data.errors import (
     BAD_ROW_MODES,
@@ -114,6 +116,53 @@ def check_messages(value: object, field: str, bad: BadRow, report: LoadReport) -
         report.dropped_keys.update(f"{field}[].{k}" for k in extra)
         messages.append({"role": role, "content": content})
     return messages
+
+
+def control_tokens(tokenizer) -> re.Pattern | None:
+    """A pattern matching the tokenizer's control tokens in text, or ``None`` (no tokenizer, none).
+
+    Control tokens are the tokenizer's special tokens (``all_special_tokens``), its added tokens
+    marked special, and added tokens written as markup (``<...>``, e.g. Qwen's ``<tool_call>``):
+    a tokenizer matches each of them in raw text as one token, so a user's ``<|im_end|>`` would
+    become the real end-of-turn id. Added tokens that are ordinary words stay allowed.
+    """
+    if tokenizer is None:
+        return None
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        text = getattr(added, "content", str(added))
+        if getattr(added, "special", False) or (text.startswith("<") and text.endswith(">") and len(text) > 2):
+            tokens.add(text)
+    tokens = sorted((t for t in tokens if t and t.strip()), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+
+CONTROL_TOKEN_HINT = (
+    "User text must never become control tokens: remove or rewrite the markup in the data, or pass "
+    "on_bad_row=skip to skip such rows."
+)
+
+
+def check_control_tokens(texts: Iterable[tuple[str, str]], control: re.Pattern | None, bad: BadRow) -> None:
+    """Raise ``control_token`` for the first ``(field, text)`` holding one of the control tokens.
+
+    Args:
+        texts: ``(field, text)`` pairs: every text of the row that will be tokenised.
+        control: From :func:`control_tokens`; ``None`` checks nothing.
+        bad: The row's :class:`BadRow`.
+    """
+    if control is None:
+        return
+    for field, text in texts:
+        found = control.search(text) if isinstance(text, str) else None
+        if found:
+            raise bad(
+                field,
+                "control_token",
+                f"contains {found.group()!r} at character {found.start()}, a control token of the "
+                "tokenizer: it would be tokenised as the real token, not as text",
+                CONTROL_TOKEN_HINT,
+            )
 
 
 def text_length(tokenizer, text: str) -> int:

@@ -9,6 +9,7 @@ without a count, so ``rows_read == rows_kept + sum(skipped.values())`` always ho
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from align.errors import AlignError
 logger = logging.getLogger(__name__)
 
 BAD_ROW_MODES = ("error", "skip")
+# Loader options that hints name, and that a stage's config holds under a prefix (data.on_bad_row).
+_OPTION = re.compile(r"(?<![\w.])(on_bad_row|on_too_long|format|text_field)=")
 DEFAULT_HINT = "Fix the row or pass on_bad_row=skip to skip bad rows."
 # How many skipped rows are logged one by one before the rest are only counted.
 WARN_FIRST = 5
@@ -99,6 +102,18 @@ class DataError(AlignError, ValueError):
         """``<source>, line <n>[, field '<field>']``: the message up to the reason."""
         where = f"{self.source}, {SourceRef(self.source, self.row_kind).row_label(self.row)}"
         return where if self.field is None else f"{where}, field '{self.field}'"
+
+    def in_config(self, prefix: str) -> DataError:
+        """This error with its hint naming the loader's options as the config keys under ``prefix``.
+
+        ``prefix="data."`` turns ``pass on_bad_row=skip`` into ``pass data.on_bad_row=skip``: the
+        override a stage's command line accepts (Hydra refuses a bare ``on_bad_row=skip``).
+        """
+        if not prefix:
+            return self
+        hint = _OPTION.sub(lambda m: prefix + m.group(0), self.hint)
+        return type(self)(SourceRef(self.source, self.row_kind), self.row, self.field, self.reason, code=self.code,
+                          hint=hint)
 
     def __reduce__(self):
         # Rebuild through the constructor, so the error survives pickling (worker pools).
@@ -219,7 +234,7 @@ def check_positive(name: str, value: object) -> None:
 def nothing_left(report: LoadReport) -> str:
     """The message for a load that kept no row: the counts and what to do."""
     if report.rows_read == 0:
-        why = "The source has no rows; check the path, the split and data_files."
+        why = "The source has no rows; check the path and the split."
     else:
         why = "Every row was skipped; fix the rows (on_bad_row=error stops at the first bad one)."
     return f"Nothing is left to train on: {report.summary()}. {why}"

@@ -10,7 +10,8 @@ How a transcript becomes messages (:func:`hh_to_messages`):
 
 * Turns start at ``"\\n\\nHuman:"`` (role ``user``) and ``"\\n\\nAssistant:"`` (role
   ``assistant``); one space after the colon belongs to the marker. A transcript may also start
-  with ``"Human:"`` directly. Nothing but whitespace may come before the first marker.
+  with ``"Human:"`` directly (the leading blank line left out, as some copies of the data do),
+  after any whitespace. Nothing but whitespace may come before the first marker.
 * Only these markers split turns: a ``"Human:"`` written inside a turn stays in its content (the
   assistant sometimes writes ``"...\\n\\nAssistant: Human: ..."``; 7 of the 256 rows of the
   shared harmless-base sample do). Content is kept verbatim otherwise.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import re
 
 HH_PREFIX = "\n\nHuman:"
+_HUMAN = HH_PREFIX.lstrip()
 _MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 _ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -53,13 +55,9 @@ class HHFormatError(ValueError):
 
 
 def looks_like_hh(chosen: object, rejected: object) -> bool:
-    """True when both values are strings in the ``"\\n\\nHuman: ..."`` transcript form."""
-    return (
-        isinstance(chosen, str)
-        and isinstance(rejected, str)
-        and chosen.startswith(HH_PREFIX)
-        and rejected.startswith(HH_PREFIX)
-    )
+    """True when both values are strings in the transcript form: ``"\\n\\nHuman: ..."``, or
+    ``"Human: ..."`` with the leading blank line left out (leading whitespace is ignored)."""
+    return all(isinstance(v, str) and v.lstrip().startswith(_HUMAN) for v in (chosen, rejected))
 
 
 def hh_to_messages(text: str, field: str = "transcript") -> list[dict]:
@@ -76,7 +74,7 @@ def hh_to_messages(text: str, field: str = "transcript") -> list[dict]:
         HHFormatError: Text before the first turn, no turn at all, a first turn that is not the
             human's, a last turn that is not the assistant's, or a blank turn before the last.
     """
-    parts = _MARKER.split(text)
+    parts = _MARKER.split(text.lstrip())
     # parts = [before_first_marker, role, content, role, content, ...]
     if parts[0].strip() or len(parts) < 3:
         start = text.lstrip()[:30]

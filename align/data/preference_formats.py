@@ -7,9 +7,10 @@ Formats (one per dataset; every row must match it):
   message but the last: the shared messages are the prompt). A prompt is a string (read as one
   user message) or a message list; ``chosen``/``rejected`` are strings, one assistant message,
   or whole conversations that repeat the prompt before their last message (as in
-  ``HuggingFaceH4/ultrafeedback_binarized``). An optional numeric ``margin`` is kept.
+  ``HuggingFaceH4/ultrafeedback_binarized``); both of one kind (a message-list ``chosen`` with a
+  string ``rejected`` is a bad row, ``mixed_formats``). An optional numeric ``margin`` is kept.
 * ``ranked``: ``{"prompt", "responses": [...], "ranks": [...]}`` (rank 1 is the best, lower is
-  better, ties allowed; a rank r becomes the score ``max(ranks) - r``) or ``"scores"`` instead
+  better, ties allowed, every rank from 1 to K; a rank r becomes the score ``max(ranks) - r``) or ``"scores"`` instead
   of ``"ranks"`` (higher is better).
 * ``hh``: Anthropic HH-RLHF transcripts ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...",
   "rejected": ...}``, split by :mod:`align.data.hh`.
@@ -18,7 +19,7 @@ Formats (one per dataset; every row must match it):
   (then all must), else ``fine-grained_score``: the two are on different scales, so one row
   never mixes them.
 * ``oasst``: OpenAssistant-style sibling replies ``{"prompt", "replies": [{"text", "rank"}]}``
-  (rank 0 is the best; a rank r becomes the score ``max(ranks) - r``), or ``"replies"`` as
+  (rank 0 is the best, every rank from 0 to K - 1; a rank r becomes the score ``max(ranks) - r``), or ``"replies"`` as
   plain strings listed best first.
 
 A parser, ``PARSERS[format](raw, get, bad, report)``, reads one row into a :class:`Parsed` or
@@ -88,13 +89,21 @@ def _number(value: object, at: str, bad: BadRow) -> float:
     return float(value)
 
 
-def _rank(value: object, at: str, bad: BadRow, best: int) -> int:
+def _rank(value: object, at: str, bad: BadRow, best: int, k: int) -> int:
+    """A rank among ``k`` replies: a whole number from ``best`` to ``best + k - 1`` (ties allowed)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(at, "wrong_type", f"a rank must be a whole number, got {show(value)}")
     if value < best:
         raise bad(at, "bad_rank", f"rank {value} is below {best}, the best rank")
+    if value > best + k - 1:
+        raise bad(
+            at,
+            "bad_rank",
+            f"rank {value} is above {best + k - 1}, the worst rank among {k} replies (ranks run "
+            f"from {best} to {best + k - 1}, ties allowed)",
+        )
     return value
 
 
@@ -129,6 +138,14 @@ def _pairwise(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Parsed:
     chosen, rejected = get("chosen"), get("rejected")
     if "prompt" in raw:
         prompt = _prompt(raw["prompt"], "prompt", bad, report)
+        if isinstance(chosen, str) != isinstance(rejected, str) and isinstance(chosen, (str, list)) \
+                and isinstance(rejected, (str, list)):
+            raise bad(
+                "rejected",
+                "mixed_formats",
+                f"chosen is {show(chosen)} but rejected is {show(rejected)}; both must be strings "
+                "or both lists of messages",
+            )
         responses = [
             _pair_side(chosen, "chosen", prompt, bad, report),
             _pair_side(rejected, "rejected", prompt, bad, report),
@@ -255,7 +272,7 @@ def _ranked(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Parsed:
             f"has {len(values)} entries but responses has {len(responses)}; one per response",
         )
     if key == "ranks":
-        scores = _scores_from_ranks([_rank(v, f"ranks[{i}]", bad, 1) for i, v in enumerate(values)])
+        scores = _scores_from_ranks([_rank(v, f"ranks[{i}]", bad, 1, len(values)) for i, v in enumerate(values)])
     else:
         scores = [_number(v, f"scores[{i}]", bad) for i, v in enumerate(values)]
     return Parsed(prompt, responses, scores, fields, key, "prompt", {"prompt", "responses", key})
@@ -318,7 +335,7 @@ def _oasst(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Parsed:
                 )
         fields.append(f"{at}.text")
         responses.append(_response(reply["text"], fields[-1], bad))
-        ranks.append(_rank(reply["rank"], f"{at}.rank", bad, 0))
+        ranks.append(_rank(reply["rank"], f"{at}.rank", bad, 0, len(items)))
         extra.update(f"replies[].{k}" for k in set(reply) - {"text", "rank"})
     return Parsed(
         prompt,

@@ -11,8 +11,8 @@ its row parser.
 
 ``format="auto"`` picks the format from the first row's keys: ``responses`` -> ranked,
 ``completions`` -> ultrafeedback, ``replies`` -> oasst, ``chosen``/``rejected`` strings starting
-with ``"\\n\\nHuman:"`` -> hh, other ``chosen``/``rejected`` -> pairwise. A row whose keys fit
-no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
+with ``"\\n\\nHuman:"`` (or ``"Human:"``, the blank line left out) -> hh, other
+``chosen``/``rejected`` -> pairwise. A row whose keys fit no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
 
 Bad rows (:class:`~align.data.errors.DataError`, counted by code with ``on_bad_row="skip"``),
 besides the message checks of :mod:`align.data.checks` (``wrong_type``, ``missing_field``,
@@ -21,8 +21,10 @@ two replies are the same), ``duplicate_responses`` (two replies of a ranked list
 text, whatever their scores: the list is likely built wrong), ``too_few_responses``,
 ``too_many_responses`` (K outside 2..9), ``length_mismatch``, ``all_tied``, ``bad_score`` (not
 finite), ``bad_rank``, ``conflicting_fields`` (both ranks and scores), ``last_not_user`` (the
-prompt does not end with a user turn), ``prompt_mismatch``, ``diverges_early`` and the HH
-transcript codes. Texts are compared after stripping surrounding whitespace.
+prompt does not end with a user turn), ``prompt_mismatch``, ``mixed_formats`` (a pair's
+chosen is a message list and its rejected a string, or the reverse), ``diverges_early``, the HH
+transcript codes, and, with a ``tokenizer``, ``control_token`` (a prompt or reply holding one of
+its control tokens, e.g. ``<|im_end|>``). Texts are compared after stripping surrounding whitespace.
 
 Length: with a ``tokenizer`` and ``max_length``, every prompt + reply sequence is measured as a
 reward model sees it (the chat template, or the texts concatenated plus EOS when the tokenizer
@@ -36,7 +38,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from align.data.checks import TOO_LONG_HINT, BadRow, chat_length, check_load_args, text_length
+from align.data.checks import (
+    TOO_LONG_HINT,
+    BadRow,
+    chat_length,
+    check_control_tokens,
+    check_load_args,
+    control_tokens,
+    text_length,
+)
 from align.data.errors import DataError, LoadReport, nothing_left
 from align.data.hh import looks_like_hh
 from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Parsed  # noqa: F401 - re-exported
@@ -81,6 +91,7 @@ def load_preferences(
     on_too_long: str = "error",
     limit: int | None = None,
     load_kwargs: dict | None = None,
+    config_prefix: str = "",
 ) -> tuple[list[RankedExample], LoadReport]:
     """Load and check a preference dataset; return ranked examples and a load report.
 
@@ -93,13 +104,16 @@ def load_preferences(
         format: ``"auto"`` or one of :data:`FORMATS`.
         on_bad_row: ``"error"`` raises a :class:`DataError` at the first bad row; ``"skip"``
             drops bad rows and counts them by code in the report.
-        tokenizer: Tokenizer to measure prompt + reply lengths with. Needed with ``max_length``.
+        tokenizer: Tokenizer to measure prompt + reply lengths with, and whose control tokens no
+            text may hold (``control_token``). Needed with ``max_length``.
         max_length: Longest prompt + reply sequence, in tokens, to accept as is.
         on_too_long: For an example with a sequence over ``max_length``: ``"error"`` raises,
             ``"skip"`` drops it (counted as ``too_long``), ``"truncate"`` keeps it for the
             trainer to truncate (counted in ``report.truncated``).
         limit: Stop after this many kept examples (quick runs).
         load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
+        config_prefix: Where the caller's config holds these options (``"data."`` in a stage),
+            so error hints name the override that works (``data.on_bad_row=skip``).
 
     Returns:
         ``(examples, report)``: the :class:`RankedExample` list and the :class:`LoadReport`.
@@ -112,7 +126,7 @@ def load_preferences(
     """
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
-    state = _State(None if format == "auto" else format)
+    state = _State(None if format == "auto" else format, control_tokens(tokenizer))
 
     def too_long(item: tuple[RankedExample, list[str]], bad: BadRow) -> DataError | None:
         n, at = _longest(tokenizer, *item)
@@ -132,6 +146,7 @@ def load_preferences(
         too_long=None if max_length is None else too_long,
         on_too_long=on_too_long,
         load_kwargs=load_kwargs,
+        config_prefix=config_prefix,
     )
     examples = [example for example, _ in checked]
     report.format = state.format
@@ -143,9 +158,10 @@ def load_preferences(
 class _State:
     """What the rows seen so far fixed: the format, and where it came from."""
 
-    def __init__(self, format: str | None) -> None:  # noqa: A002
+    def __init__(self, format: str | None, control=None) -> None:  # noqa: A002
         self.format = format
         self.origin = "as passed in format=" if format else None
+        self.control = control  # the tokenizer's control tokens (checks.control_tokens)
 
 
 def _check_row(
@@ -170,6 +186,10 @@ def _check_row(
 
     parsed = PARSERS[fmt](raw, get, bad, report)
     _check_common(parsed, bad)
+    listed = isinstance(raw.get(parsed.prompt_field), list)
+    prompt_fields = [f"{parsed.prompt_field}[{i}].content" if listed else parsed.prompt_field for i in range(len(parsed.prompt))]
+    texts = [*zip(prompt_fields, (m["content"] for m in parsed.prompt)), *zip(parsed.fields, parsed.responses)]
+    check_control_tokens(texts, state.control, bad)
     sources = _sources(raw.get("sources"), len(parsed.responses))
     report.dropped_keys.update(set(raw) - parsed.used - ({"sources"} if sources is not None else set()))
     report.dropped_keys.update(parsed.response_keys)

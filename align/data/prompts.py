@@ -1,20 +1,47 @@
-"""Prompt lists (``{"prompt": str, ...}`` rows) for generation and evaluation, and their lengths.
+"""Prompt lists for generation and evaluation, and their lengths.
+
+A prompt row is ``{"prompt": str, ...}``, or a conversation ending with the user turn to answer:
+``{"prompt": [{"role", "content"}, ...]}`` or ``{"messages": [...]}`` (roles ``system``,
+``user``, ``assistant``, contents non-blank, as in SFT). A one-message conversation is the plain
+prompt string; a longer one is a :class:`ChatPrompt`, a string (its turns, one per line, for
+logs and tables) that keeps the messages, which :func:`align.generation.chat_prompt_ids`
+renders with the chat template.
 
 :func:`load_prompts` reads the prompts through the strict row loop (a row without a non-empty
-string prompt is a bad row, code ``bad_prompt``); :func:`tokenize_prompts` turns them into chat
-prompt ids and applies the prompt-length rule, counting too-long prompts in the same report.
+string prompt or a conversation is a bad row, code ``bad_prompt``; conversations get SFT's message
+codes and ``last_not_user``; with a tokenizer, text holding one of its control tokens is
+``control_token``); :func:`tokenize_prompts` turns them into chat prompt ids and applies the
+prompt-length rule, counting too-long prompts in the same report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from align.data.checks import BadRow
+from align.data.checks import BadRow, check_control_tokens, check_messages, control_tokens
 from align.data.errors import BAD_ROW_MODES, LoadReport, check_choice, check_positive
 from align.data.rows import check_rows
 from align.data.source import describe_source
 
 PROMPT_TOO_LONG_MODES = ("error", "skip")
+
+
+class ChatPrompt(str):
+    """A multi-turn prompt: the string is its turns (``role: content`` lines); ``messages`` holds them.
+
+    Attributes:
+        messages: The conversation, ending with the user turn to answer.
+    """
+
+    messages: list[dict]
+
+    def __new__(cls, messages: list[dict]) -> ChatPrompt:
+        self = super().__new__(cls, "\n".join(f"{m['role']}: {m['content']}" for m in messages))
+        self.messages = [dict(m) for m in messages]
+        return self
+
+    def __reduce__(self):
+        return (ChatPrompt, (self.messages,))
 
 
 def load_prompts(
@@ -24,19 +51,27 @@ def load_prompts(
     limit: int | None = None,
     *,
     on_bad_row: str = "error",
+    tokenizer=None,
+    config_prefix: str = "",
 ) -> tuple[list[str], LoadReport]:
-    """Read non-empty prompt strings from ``source`` (a JSONL file or anything ``iter_rows`` reads).
+    """Read prompts from ``source`` (a JSONL file or anything ``iter_rows`` reads).
 
     Args:
         source: A file, folder, or dataset name (see :mod:`align.data.source`).
         split: Split to read.
-        field: The field holding the prompt.
+        field: The field holding the prompt (a string or a message list); a row without it may
+            hold the conversation in ``messages``.
         limit: Stop after this many kept prompts.
         on_bad_row: ``"error"`` raises at the first bad row; ``"skip"`` drops bad rows and counts
-            them (``bad_prompt``) in the report.
+            them by code in the report.
+        tokenizer: The tokenizer the prompts are for: text holding one of its control tokens is
+            a bad row (``control_token``). ``None`` checks nothing.
+        config_prefix: Where the caller's config holds ``on_bad_row`` (``"data."`` in a stage),
+            so error hints name the override that works.
 
     Returns:
-        ``(prompts, report)``: the prompts in source order and the :class:`LoadReport`.
+        ``(prompts, report)``: the prompts in source order (strings; a :class:`ChatPrompt` for
+        a conversation of more than one message) and the :class:`LoadReport`.
 
     Raises:
         DataError: A row without ``field``, or with an empty or non-string value (the file, row
@@ -46,21 +81,43 @@ def load_prompts(
     check_choice("on_bad_row", on_bad_row, BAD_ROW_MODES)
     check_positive("limit", limit)
     report = LoadReport(describe_source(source, split))
+    control = control_tokens(tokenizer)
 
     def check(raw: Mapping, bad: BadRow) -> str:
-        value = raw.get(field)
-        if not isinstance(value, str) or not value.strip():
-            seen = "missing" if field not in raw else f"{type(value).__name__} {value!r}"
-            reason = f"expected a non-empty string, got {seen}"
-            raise bad(field, "bad_prompt", reason, "Every prompt row needs a non-empty string.")
-        report.dropped_keys.update(k for k in raw if k != field)
-        return value
+        key = field if field in raw or "messages" not in raw else "messages"
+        value = raw.get(key)
+        if isinstance(value, list):
+            prompt = _conversation(value, key, bad, report)
+            texts = [(f"{key}[{i}].content", m["content"]) for i, m in enumerate(value)]
+        elif not isinstance(value, str) or not value.strip():
+            seen = "missing" if key not in raw else f"{type(value).__name__} {value!r}"
+            reason = f"expected a non-empty string or a list of messages, got {seen}"
+            raise bad(key, "bad_prompt", reason, "Every prompt row needs a non-empty string, or pass on_bad_row=skip.")
+        else:
+            prompt, texts = value, [(key, value)]
+        check_control_tokens(texts, control, bad)
+        report.dropped_keys.update(k for k in raw if k != key)
+        return prompt
 
-    prompts = check_rows(source, split, check, report, on_bad_row=on_bad_row, limit=limit, desc="Reading")
+    prompts = check_rows(source, split, check, report, on_bad_row=on_bad_row, limit=limit, desc="Reading",
+                         config_prefix=config_prefix)
     if not prompts:
         skipped = f" ({report.summary()})" if report.rows_skipped else ""
         raise ValueError(f"{source}: no prompts found.{skipped}")
     return prompts, report
+
+
+def _conversation(value: list, key: str, bad: BadRow, report: LoadReport) -> str:
+    """A conversational prompt: checked messages ending with a user turn."""
+    messages = check_messages(value, key, bad, report)
+    if messages[-1]["role"] != "user":
+        raise bad(
+            f"{key}[{len(messages) - 1}].role",
+            "last_not_user",
+            f"the prompt ends with a message from the {messages[-1]['role']!r}; it must end with the user "
+            "turn to answer",
+        )
+    return messages[0]["content"] if len(messages) == 1 else ChatPrompt(messages)
 
 
 def tokenize_prompts(
@@ -75,7 +132,7 @@ def tokenize_prompts(
 
     Args:
         tokenizer: The policy's tokenizer (its chat template).
-        prompts: Prompt strings, e.g. from :func:`load_prompts`.
+        prompts: Prompts, e.g. from :func:`load_prompts` (strings or :class:`ChatPrompt`).
         max_length: Longest prompt, in tokens (PPO's ``max_prompt_length``).
         on_too_long: ``"error"`` raises at the first longer prompt; ``"skip"`` drops it and
             counts it as ``too_long``.

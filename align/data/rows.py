@@ -51,6 +51,7 @@ def check_rows(
     load_kwargs: dict | None = None,
     desc: str = "Checking",
     unit: str = " rows",
+    config_prefix: str = "",
 ) -> list[T]:
     """Read ``source`` row by row through ``check``; return the kept items in source order.
 
@@ -73,6 +74,9 @@ def check_rows(
         load_kwargs: Extra arguments for ``datasets.load_dataset``.
         desc: The progress bar's verb, followed by the source.
         unit: The progress bar's unit.
+        config_prefix: Where the caller's config holds the loader options (``"data."`` in a
+            stage): a raised error's hint names ``data.on_bad_row=skip``, the override that works,
+            instead of the argument ``on_bad_row=skip`` (see :meth:`DataError.in_config`).
 
     Returns:
         The kept items (possibly none: the caller says what an empty load means).
@@ -84,26 +88,36 @@ def check_rows(
     kept: list[T] = []
     it = iter_rows(source, split, data_files, on_bad_row=on_bad_row, report=report, **(load_kwargs or {}))
     try:
-        for where, row, raw in tqdm(it, desc=f"{desc} {report.source}", unit=unit, disable=None):
-            bad = BadRow(where, row)
-            try:
-                item = check(raw, bad)
-            except DataError as err:
-                handle_bad(report, err, on_bad_row)
-                continue
-            if isinstance(item, Skip):
-                count_skip(report, item.err)
-                continue
-            if too_long is not None:
-                err = too_long(item, bad)
-                if err is not None and not handle_too_long(report, err, on_too_long):
-                    continue
-            kept.append(item)
-            report.rows_kept += 1
-            if limit is not None and report.rows_kept >= limit:
-                report.limit_hit = True
-                break
+        _loop(it, check, report, kept, on_bad_row, limit, too_long, on_too_long, desc, unit)
+    except DataError as err:
+        if not config_prefix:
+            raise
+        raise err.in_config(config_prefix) from None
     finally:
         it.close()
     assert report.rows_read == report.rows_kept + report.rows_skipped, report  # nothing dropped uncounted
     return kept
+
+
+def _loop(it, check, report: LoadReport, kept: list, on_bad_row: str, limit, too_long, on_too_long: str, desc: str,
+          unit: str) -> None:
+    """Read every row through ``check`` into ``kept``, counting into ``report``."""
+    for where, row, raw in tqdm(it, desc=f"{desc} {report.source}", unit=unit, disable=None):
+        bad = BadRow(where, row)
+        try:
+            item = check(raw, bad)
+        except DataError as err:
+            handle_bad(report, err, on_bad_row)
+            continue
+        if isinstance(item, Skip):
+            count_skip(report, item.err)
+            continue
+        if too_long is not None:
+            err = too_long(item, bad)
+            if err is not None and not handle_too_long(report, err, on_too_long):
+                continue
+        kept.append(item)
+        report.rows_kept += 1
+        if limit is not None and report.rows_kept >= limit:
+            report.limit_hit = True
+            break

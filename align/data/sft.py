@@ -10,11 +10,28 @@ Formats (TRL's names; one per dataset, every row must match it):
   assistant messages. All rows are plain or all conversational.
 * ``text`` (language modeling): ``{"text": str}``, non-blank.
 
+Two formats people have are read into ``messages`` rows (so the loss stays on the assistant's
+tokens), with the same checks and codes:
+
+* ``alpaca`` (Stanford Alpaca's ``alpaca_data.json``): ``{"instruction": str, "input": str,
+  "output": str}``; ``input`` may be missing, null or empty. The user message is the
+  instruction, followed by a blank line and the input when there is one; the assistant message
+  is the output.
+* ``sharegpt``: ``{"conversations": [{"from": ..., "value": str}, ...]}`` with ``from`` one of
+  ``human``/``user`` (-> ``user``), ``gpt``/``assistant`` (-> ``assistant``) or ``system``; the
+  conversation rules of ``messages`` apply, named in the input's own fields
+  (``conversations[3].from``).
+
 ``format="auto"`` picks the format from the first row's keys: ``messages`` if present, else
-``prompt_completion`` if both ``prompt`` and ``completion`` are present, else ``text``.
+``conversations`` (sharegpt), else ``prompt_completion`` if both ``prompt`` and ``completion``
+are present, else ``alpaca`` if ``instruction`` and ``output`` are, else ``text``.
 
 Output rows hold only the format's fields (and messages only ``role`` and ``content``), so TRL
-sees clean columns; the keys left out are listed in ``LoadReport.dropped_keys``.
+sees clean columns; the keys left out are listed in ``LoadReport.dropped_keys``. With a
+``tokenizer``, a content holding one of its control tokens (``<|im_end|>``, ...) is a bad row,
+``control_token`` (see :func:`~align.data.checks.check_control_tokens`).
+
+:func:`check_sft_row` is the row check itself, for other loaders of demonstrations (PPO-ptx).
 """
 
 from __future__ import annotations
@@ -27,9 +44,11 @@ from align.data.checks import (
     TOO_LONG_HINT,
     BadRow,
     chat_length,
+    check_control_tokens,
     check_load_args,
     check_messages,
     check_text,
+    control_tokens,
     show,
     text_length,
 )
@@ -37,7 +56,9 @@ from align.data.errors import DataError, LoadReport, json_type, nothing_left
 from align.data.rows import check_rows
 from align.data.source import describe_source
 
-FORMATS = ("messages", "prompt_completion", "text")
+FORMATS = ("messages", "prompt_completion", "text", "alpaca", "sharegpt")
+# ShareGPT's speaker names and the roles they become.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 def load_sft_dataset(
@@ -52,6 +73,7 @@ def load_sft_dataset(
     on_too_long: str = "error",
     limit: int | None = None,
     load_kwargs: dict | None = None,
+    config_prefix: str = "",
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Load and check an SFT dataset; return it with a report of what was kept and skipped.
 
@@ -61,17 +83,21 @@ def load_sft_dataset(
             :mod:`align.data.source`).
         split: Split to read.
         data_files: Files for a builder-name or hub source, as for ``datasets.load_dataset``.
-        format: ``"auto"``, ``"messages"``, ``"prompt_completion"`` or ``"text"``.
+        format: ``"auto"`` or one of :data:`FORMATS` (``alpaca`` and ``sharegpt`` rows become
+            ``messages`` rows).
         on_bad_row: ``"error"`` raises a :class:`DataError` at the first bad row; ``"skip"``
             drops bad rows and counts them by reason in the report.
         tokenizer: Tokenizer to measure lengths with (its chat template for conversational
-            rows; plain text gets EOS appended first, as TRL does). Needed with ``max_length``.
+            rows; plain text gets EOS appended first, as TRL does), and whose control tokens
+            no content may hold. Needed with ``max_length``.
         max_length: Longest sequence, in tokens, to accept as is.
         on_too_long: For a row over ``max_length``: ``"error"`` raises, ``"skip"`` drops it
             (counted as ``too_long``), ``"truncate"`` keeps it for the trainer to truncate
             (counted in ``report.truncated``).
         limit: Stop after this many kept rows (quick runs).
         load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
+        config_prefix: Where the caller's config holds these options (``"data."`` in a stage),
+            so error hints name the override that works (``data.on_bad_row=skip``).
 
     Returns:
         ``(dataset, report)``: a ``datasets.Dataset`` with only the format's columns, and the
@@ -85,7 +111,7 @@ def load_sft_dataset(
     """
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
-    state = _State(format=None if format == "auto" else format)
+    state = SFTRowState(format=None if format == "auto" else format, tokenizer=tokenizer)
 
     def too_long(clean: dict, bad: BadRow) -> DataError | None:
         n = _token_length(tokenizer, clean)
@@ -97,7 +123,7 @@ def load_sft_dataset(
     rows = check_rows(
         source,
         split,
-        lambda raw, bad: _check_row(raw, bad, state, report),
+        lambda raw, bad: check_sft_row(raw, bad, state, report),
         report,
         data_files=data_files,
         on_bad_row=on_bad_row,
@@ -105,6 +131,7 @@ def load_sft_dataset(
         too_long=None if max_length is None else too_long,
         on_too_long=on_too_long,
         load_kwargs=load_kwargs,
+        config_prefix=config_prefix,
     )
     report.format = state.format
     if not rows:
@@ -112,18 +139,26 @@ def load_sft_dataset(
     return datasets.Dataset.from_list(rows), report
 
 
-class _State:
-    """What the rows seen so far fixed: the format and, for prompt_completion, its kind."""
+class SFTRowState:
+    """What the rows seen so far fixed (the format and, for prompt_completion, its kind), and the
+    control tokens no content may hold.
 
-    def __init__(self, format: str | None) -> None:  # noqa: A002
+    Args:
+        format: One of :data:`FORMATS`, or ``None`` to detect it from the first row.
+        tokenizer: The tokenizer whose control tokens are refused in contents; ``None``: no check.
+    """
+
+    def __init__(self, format: str | None, tokenizer=None) -> None:  # noqa: A002
         self.format = format
         self.origin = "as passed in format=" if format else None
         self.conversational: bool | None = None
         self.conversational_at = ""
+        self.control = control_tokens(tokenizer)
 
 
-def _check_row(raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> dict:
-    """Return the clean row in ``state.format``, or raise ``bad(field, code, reason)``."""
+def check_sft_row(raw: Mapping, bad: BadRow, state: SFTRowState, report: LoadReport) -> dict:
+    """Return the clean row in ``state.format`` (``messages`` for alpaca and sharegpt), or raise
+    ``bad(field, code, reason)``; detects the format from the first row when it is not fixed."""
     assert isinstance(raw, Mapping), type(raw)  # iter_rows yields only objects
     if state.format is None:
         state.format = _detect(raw, bad)
@@ -144,6 +179,17 @@ def _check_row(raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> 
         messages = check_messages(get("messages"), "messages", bad, report)
         _check_conversation(messages, bad)
         clean = {"messages": messages}
+        texts = [(f"messages[{i}].content", m["content"]) for i, m in enumerate(messages)]
+        used = {"messages"}
+    elif fmt == "sharegpt":
+        messages = _sharegpt(get("conversations"), bad, report)
+        _check_conversation(messages, bad, "conversations", "from")
+        clean = {"messages": messages}
+        texts = [(f"conversations[{i}].value", m["content"]) for i, m in enumerate(messages)]
+        used = {"conversations"}
+    elif fmt == "alpaca":
+        clean, texts = _alpaca(get("instruction"), raw.get("input"), get("output"), bad)
+        used = {"instruction", "input", "output"}
     elif fmt == "prompt_completion":
         clean = _check_prompt_completion(get("prompt"), get("completion"), bad, report)
         conversational = isinstance(clean["prompt"], list)
@@ -158,39 +204,99 @@ def _check_row(raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> 
                 f"first row ({state.conversational_at}) is {kind[state.conversational]}; "
                 "all rows must match",
             )
+        texts = [
+            (f"{key}[{i}].content" if conversational else key, m["content"] if conversational else m)
+            for key in ("prompt", "completion")
+            for i, m in enumerate(clean[key] if conversational else [clean[key]])
+        ]
+        used = {"prompt", "completion"}
     else:
         clean = {"text": check_text(get("text"), "text", bad)}
-    report.dropped_keys.update(set(raw) - set(clean))
+        texts = [("text", clean["text"])]
+        used = {"text"}
+    check_control_tokens(texts, state.control, bad)
+    report.dropped_keys.update(set(raw) - used)
     return clean
 
 
 def _detect(raw: Mapping, bad: BadRow) -> str:
     if "messages" in raw:
         return "messages"
+    if "conversations" in raw:
+        return "sharegpt"
     if "prompt" in raw and "completion" in raw:
         return "prompt_completion"
+    if "instruction" in raw and "output" in raw:
+        return "alpaca"
     if "text" in raw:
         return "text"
     raise bad(
         None,
         "unknown_format",
         f"cannot tell the dataset format from the row's keys {sorted(raw)}; expected "
-        "'messages', or 'prompt' and 'completion', or 'text'",
+        "'messages', 'conversations' (ShareGPT), 'prompt' and 'completion', 'instruction' and "
+        "'output' (Alpaca), or 'text'",
         "Rename the columns, pass format= explicitly, or pass on_bad_row=skip to skip bad rows.",
     )
 
 
-def _check_conversation(messages: list[dict], bad: BadRow) -> None:
+def _alpaca(instruction: object, input_: object, output: object, bad: BadRow) -> tuple[dict, list]:
+    """An Alpaca row as a user and an assistant message, and its texts by field."""
+    instruction = check_text(instruction, "instruction", bad)
+    if input_ is not None and not isinstance(input_, str):
+        raise bad("input", "wrong_type", f"must be a string (or missing, null or empty), got {show(input_)}")
+    output = check_text(output, "output", bad)
+    user = f"{instruction}\n\n{input_}" if input_ and input_.strip() else instruction
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    texts = [("instruction", instruction), ("input", input_ or ""), ("output", output)]
+    return {"messages": messages}, texts
+
+
+def _sharegpt(value: object, bad: BadRow, report: LoadReport) -> list[dict]:
+    """ShareGPT turns ``{"from", "value"}`` as checked ``{"role", "content"}`` messages."""
+    if not isinstance(value, list):
+        raise bad("conversations", "wrong_type", f"must be a list of turns, got {show(value)}")
+    if not value:
+        raise bad("conversations", "empty_messages", "the conversation is empty")
+    messages = []
+    for i, turn in enumerate(value):
+        at = f"conversations[{i}]"
+        if not isinstance(turn, Mapping):
+            raise bad(at, "wrong_type", f"each turn must be an object with 'from' and 'value', got {show(turn)}")
+        for key in ("from", "value"):
+            if key not in turn:
+                raise bad(at, "missing_field", f"turn has no '{key}' (it has keys {sorted(turn)})")
+        who, text = turn["from"], turn["value"]
+        if not isinstance(who, str):
+            raise bad(f"{at}.from", "wrong_type", f"from must be a string, got {show(who)}")
+        if who not in SHAREGPT_ROLES:
+            raise bad(
+                f"{at}.from",
+                "unknown_role",
+                f"unknown speaker {who!r} (expected one of {', '.join(SHAREGPT_ROLES)})",
+            )
+        if not isinstance(text, str):
+            raise bad(f"{at}.value", "wrong_type", f"value must be a string, got {show(text)}")
+        if not text.strip():
+            raise bad(f"{at}.value", "empty_content", f"value is empty or whitespace only ({text!r})")
+        report.dropped_keys.update(f"conversations[].{k}" for k in set(turn) - {"from", "value"})
+        messages.append({"role": SHAREGPT_ROLES[who], "content": text})
+    return messages
+
+
+def _check_conversation(messages: list[dict], bad: BadRow, field: str = "messages", role_key: str = "role") -> None:
+    """At least one user and one assistant message, the last from the assistant (fields named
+    as the input names them: ``messages[i].role`` or ShareGPT's ``conversations[i].from``)."""
     roles = [m["role"] for m in messages]
     if "user" not in roles:
-        raise bad("messages", "no_user_message", f"no user message (roles: {', '.join(roles)})")
+        raise bad(field, "no_user_message", f"no user message (roles: {', '.join(roles)})")
     if "assistant" not in roles:
         raise bad(
-            "messages", "no_assistant_message", f"no assistant message (roles: {', '.join(roles)})"
+            field, "no_assistant_message", f"no assistant message (roles: {', '.join(roles)})"
         )
     if roles[-1] != "assistant":
         raise bad(
-            f"messages[{len(roles) - 1}].role",
+            f"{field}[{len(roles) - 1}].{role_key}",
             "last_not_assistant",
             f"the last message is from the {roles[-1]!r}, but a training conversation "
             "must end with the assistant's reply",
@@ -244,3 +350,11 @@ def _token_length(tokenizer, row: dict) -> int:
             return chat_length(tokenizer, row["prompt"] + row["completion"])
         return text_length(tokenizer, row["prompt"] + row["completion"])
     return text_length(tokenizer, row["text"])
+
+
+def is_conversational(dataset: datasets.Dataset) -> bool:
+    """True for ``messages`` rows and conversational prompt/completion rows (what TRL's
+    ``assistant_only_loss`` needs); False for ``text`` and plain prompt/completion rows."""
+    if "messages" in dataset.column_names:
+        return True
+    return "prompt" in dataset.column_names and len(dataset) > 0 and isinstance(dataset[0]["prompt"], list)

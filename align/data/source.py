@@ -5,17 +5,23 @@ Which reader a source gets:
 * A local ``.jsonl``/``.json`` file (or ``source="json"`` with local ``.jsonl``/``.json``
   ``data_files``): our strict JSON Lines reader. Every non-blank line must be a JSON object; a
   malformed line is a :class:`DataError` naming the file and the 1-based line. A ``.json`` file
-  whose first character is ``[`` is read as one JSON array instead (rows are 0-based items).
+  holding one JSON value over several lines (pretty-printed) is read whole instead: an array of
+  objects gives one row per item (rows are 0-based items), a single object is one row. An object
+  whose only key holds a list of objects (``{"data": [...]}``) is refused with the fix (save the
+  list itself): ``datasets``' json builder too reads such a list only when told its key.
 * A local ``.txt`` file (or ``source="text"`` with local ``data_files``): one row
   ``{"text": line}`` per non-blank line, numbered by line.
+* The same files compressed with gzip (``.jsonl.gz``, ``.json.gz``, ``.txt.gz``: HH-RLHF ships
+  as ``.jsonl.gz``) are read by the same readers, decompressed as they are read. Other
+  compressions (``.bz2``, ``.xz``, ``.zst``, ``.zip``, ...) are refused with the fix.
 * Anything else goes through ``datasets.load_dataset`` for real: a local ``.csv``/``.parquet``/
   ``.arrow`` file (the builder is picked from the suffix), a builder name with ``data_files``
   (``source="parquet", data_files="x.parquet"``), a folder, or a hub dataset name such as
   ``HuggingFaceH4/ultrachat_200k``. Rows are numbered by 0-based index. A folder written by
   ``Dataset.save_to_disk`` is read with ``datasets.load_from_disk``.
 
-A ``.json`` array file that does not parse is an error whatever ``on_bad_row`` says: there is
-no row to skip.
+A ``.json`` file that does not parse as a whole or line by line, and a truncated or corrupt gzip
+file, are errors whatever ``on_bad_row`` says: there is no row to skip.
 
 Blank lines are never errors: they are counted in ``LoadReport.blank_lines`` and skipped.
 ``split`` picks the split of a hub dataset, a folder, or a ``data_files`` mapping; a single
@@ -26,14 +32,16 @@ from __future__ import annotations
 
 import codecs
 import glob
+import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import datasets
 
-from align.data.errors import BAD_ROW_MODES, DataError, LoadReport, SourceRef, check_choice, handle_bad, json_type
+from align.data.errors import BAD_ROW_MODES, DEFAULT_HINT, DataError, LoadReport, SourceRef, check_choice, handle_bad, json_type
 
 JSON_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)
@@ -41,8 +49,15 @@ TEXT_SUFFIXES = (".txt",)
 FILE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 # Builder names accepted as ``source`` together with ``data_files``.
 BUILDERS = ("json", "text", "csv", "parquet", "arrow")
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
+GZIP_SUFFIX = ".gz"  # read by our line readers, on top of a JSON or text suffix
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".7z", ".tgz")
 _KNOWN_SUFFIXES = JSON_SUFFIXES + TEXT_SUFFIXES + tuple(FILE_BUILDERS)
+_LINE_SUFFIXES = JSON_SUFFIXES + TEXT_SUFFIXES
+# Keys of the row formats the loaders read: a single-object .json file with one of them is a row.
+_ROW_KEYS = frozenset({
+    "messages", "conversations", "prompt", "completion", "text", "instruction", "chosen", "rejected",
+    "responses", "completions", "replies",
+})
 
 Row = tuple[SourceRef, int, object]
 
@@ -122,7 +137,7 @@ def _missing(entry: str, what: str = "data file not found") -> FileNotFoundError
 def _looks_like_path(source: str) -> bool:
     # Hub names are "name" or "owner/name"; anything else that does not exist is a typo'd path.
     return (
-        source.lower().endswith(_KNOWN_SUFFIXES)
+        source.lower().endswith(_KNOWN_SUFFIXES + _COMPRESSED)
         or source.startswith(("/", "./", "../", "~"))
         or source.count("/") > 1
     )
@@ -160,6 +175,16 @@ def _builder_files(builder: str, split: str, data_files) -> list[str]:
     return files
 
 
+def _file_kind(path: Path) -> str | None:
+    """``"json"``/``"text"`` for the files our line readers read (gzipped or not), else ``None``."""
+    name = path.name.lower().removesuffix(GZIP_SUFFIX)
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    return None
+
+
 def _line_files(source: str, split: str, data_files) -> list[tuple[Path, str]] | None:
     """The ``(path, "json"|"text")`` files our line readers read, or ``None`` for datasets."""
     path = Path(source).expanduser()
@@ -169,29 +194,42 @@ def _line_files(source: str, split: str, data_files) -> list[tuple[Path, str]] |
                 f"source={source!r} is a file, so data_files={data_files!r} has nothing to apply "
                 f"to. Drop data_files, or pass a builder name such as source='json' with it."
             )
+        kind = _file_kind(path)
+        if kind is not None:
+            return [(path, kind)]
         suffix = path.suffix.lower()
-        if suffix in JSON_SUFFIXES:
-            return [(path, "json")]
-        if suffix in TEXT_SUFFIXES:
-            return [(path, "text")]
+        if suffix in _COMPRESSED:
+            inner = Path(path.stem).suffix.lower() or "(none)"
+            raise ValueError(
+                f"cannot read {source!r}: {suffix} files are not read directly (inner suffix "
+                f"{inner}); only gzip-compressed JSON Lines, JSON and text files are "
+                f"(.jsonl.gz, .json.gz, .txt.gz). Decompress it first (e.g. `{_DECOMPRESS.get(suffix, 'unpack')} "
+                f"{path.name}`), or recompress it with gzip."
+            )
         if suffix not in FILE_BUILDERS:
             raise ValueError(
                 f"cannot tell how to read {source!r} from its suffix {suffix!r}; supported: "
-                f"{', '.join(_KNOWN_SUFFIXES)}. Rename the file, or pass source=<builder> "
-                f"(one of {', '.join(BUILDERS)}) with data_files={source!r}."
+                f"{', '.join(_KNOWN_SUFFIXES)}, and .jsonl.gz, .json.gz, .txt.gz. Rename the file if "
+                "it is one of those, or convert it to JSON Lines (one object per line)."
             )
         return None
     if source in BUILDERS:
         files = _builder_files(source, split, data_files)
-        if source == "json" and all(f.lower().endswith(JSON_SUFFIXES) for f in files):
+        if any("://" in f for f in files):
+            return None  # remote: datasets fetches them
+        if source == "json" and all(_file_kind(Path(f)) == "json" for f in files):
             return [(Path(f).expanduser(), "json") for f in files]
-        local = not any("://" in f or f.lower().endswith(_COMPRESSED) for f in files)
-        if source == "text" and local:
+        plain = all(not f.lower().endswith(_COMPRESSED) or f.lower().endswith(GZIP_SUFFIX) for f in files)
+        if source == "text" and plain:
             return [(Path(f).expanduser(), "text") for f in files]
         return None
     if not path.exists() and _looks_like_path(source):
         raise _missing(source)
     return None
+
+
+_DECOMPRESS = {".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd", ".zip": "unzip", ".lz4": "unlz4", ".7z": "7z x",
+               ".tgz": "tar xzf"}
 
 
 def _load_with_datasets(
@@ -229,23 +267,37 @@ def _read_line_files(
     for path, kind in files:
         if kind == "text":
             yield from _read_text(path, report, on_bad_row)
-        elif path.suffix.lower() == ".json" and _starts_with(path, b"["):
-            yield from _read_json_array(path, report, on_bad_row)
+        elif path.name.lower().removesuffix(GZIP_SUFFIX).endswith(".json"):
+            yield from _read_json_file(path, report, on_bad_row)
         else:
             yield from _read_json_lines(path, report, on_bad_row)
 
 
-def _starts_with(path: Path, char: bytes) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip(codecs.BOM_UTF8).lstrip()
-    return head.startswith(char)
+def _open(path: Path):
+    """The file as bytes, decompressed when it is gzipped."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(GZIP_SUFFIX) else open(path, "rb")
+
+
+def _bad_gzip(path: Path, line: int, e: Exception) -> DataError:
+    reason = f"the gzip file is truncated or corrupt ({type(e).__name__}: {e})"
+    hint = "Download or compress the file again (`gzip -t` tests it)."
+    return DataError(SourceRef(str(path), "line"), line, None, reason, code="bad_gzip", hint=hint)
 
 
 def _lines(path: Path, report: LoadReport, on_bad_row: str) -> Iterator[tuple[SourceRef, int, str]]:
     """Decoded non-blank lines with their 1-based numbers; undecodable lines are bad rows."""
     ref = SourceRef(str(path), "line")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+    lineno = 0
+    with _open(path) as f:
+        raws = iter(f)
+        while True:
+            try:
+                raw = next(raws)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+                raise _bad_gzip(path, lineno + 1, e) from e
+            lineno += 1
             if lineno == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
@@ -269,13 +321,21 @@ def _read_text(path: Path, report: LoadReport, on_bad_row: str) -> Iterator[Row]
         yield ref, lineno, {"text": line.rstrip("\r\n")}
 
 
+_PRETTY_HINT = (
+    "The file looks pretty-printed (one object over several lines); JSON Lines needs each object on "
+    "one line: rewrite it (e.g. `jq -c '.[]' file.json` for an array, `jq -c . file` otherwise), or "
+    "name it .json to read it as one JSON array."
+)
+
+
 def _read_json_lines(path: Path, report: LoadReport, on_bad_row: str) -> Iterator[Row]:
     for ref, lineno, line in _lines(path, report, on_bad_row):
         try:
             value = json.loads(line)
         except json.JSONDecodeError as e:
             reason = f"not valid JSON ({e.msg} at column {e.colno}); each line must be one object"
-            err = DataError(ref, lineno, None, reason, code="malformed_json")
+            opens = line.strip() in ("{", "[") or (lineno == 1 and line.strip().startswith("[") and "{" not in line)
+            err = DataError(ref, lineno, None, reason, code="malformed_json", hint=_PRETTY_HINT if opens else DEFAULT_HINT)
             handle_bad(report, err, on_bad_row)
             continue
         if not isinstance(value, dict):
@@ -286,22 +346,71 @@ def _read_json_lines(path: Path, report: LoadReport, on_bad_row: str) -> Iterato
         yield ref, lineno, value
 
 
-def _read_json_array(path: Path, report: LoadReport, on_bad_row: str) -> Iterator[Row]:
-    """A ``.json`` file holding one array of objects (e.g. Alpaca's ``alpaca_data.json``)."""
+def _first_line(path: Path) -> str:
+    """The first non-blank line (its first MiB), decoded leniently: only its start is looked at."""
+    with _open(path) as f:
+        try:
+            for raw in f:
+                line = raw[: 1 << 20].removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")
+                if line.strip():
+                    return line
+        except (OSError, EOFError, zlib.error) as e:
+            raise _bad_gzip(path, 1, e) from e
+    return ""
+
+
+def _whole(path: Path) -> object:
+    """The file parsed as one JSON value (for ``.json`` files)."""
     try:
-        items = json.loads(path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8"))
+        with _open(path) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise _bad_gzip(path, 1, e) from e
+    try:
+        return json.loads(data.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         lineno = getattr(e, "lineno", 1)
-        reason = f"the file starts with '[' but is not a valid JSON array ({e})"
+        reason = f"the file is neither one JSON value (array or object) nor JSON Lines ({e})"
         hint = "Fix the file, or write it as JSON Lines (one object per line)."
-        ref = SourceRef(str(path), "line")
-        raise DataError(ref, lineno, None, reason, code="malformed_json", hint=hint) from e
-    ref = SourceRef(str(path), "item")
-    for i, value in enumerate(items):
+        raise DataError(SourceRef(str(path), "line"), lineno, None, reason, code="malformed_json", hint=hint) from e
+
+
+def _read_json_file(path: Path, report: LoadReport, on_bad_row: str) -> Iterator[Row]:
+    """A ``.json`` file: JSON Lines, or one JSON value over several lines (see the module docstring)."""
+    first = _first_line(path).strip()
+    if first.startswith("{"):
+        try:
+            json.loads(first)
+        except json.JSONDecodeError:
+            pass
+        else:  # the first line is a whole object: JSON Lines
+            yield from _read_json_lines(path, report, on_bad_row)
+            return
+    elif not first.startswith("["):
+        yield from _read_json_lines(path, report, on_bad_row)  # blank or not JSON: the line reader says where
+        return
+    value = _whole(path)
+    if isinstance(value, dict):
+        wrapped = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+        if len(value) == 1 and wrapped and wrapped[0] not in _ROW_KEYS:
+            key = wrapped[0]
+            reason = (f"the file is one JSON object whose only key {key!r} holds a list of {len(value[key])} objects, "
+                      "not rows")
+            hint = (f"If those are the rows, save the list itself as a JSON array or JSON Lines "
+                    f"(e.g. `jq -c '.{key}[]' {path.name} > rows.jsonl`).")
+            raise DataError(SourceRef(str(path), "line"), 1, key, reason, code="wrapped_rows", hint=hint)
         report.rows_read += 1
-        if not isinstance(value, dict):
-            reason = f"expected each array item to be a JSON object, got a JSON {json_type(value)}"
+        yield SourceRef(str(path), "item"), 0, value
+        return
+    if not isinstance(value, list):
+        reason = f"the file holds a JSON {json_type(value)}, not an array of row objects"
+        raise DataError(SourceRef(str(path), "line"), 1, None, reason, code="not_an_object")
+    ref = SourceRef(str(path), "item")
+    for i, item in enumerate(value):
+        report.rows_read += 1
+        if not isinstance(item, dict):
+            reason = f"expected each array item to be a JSON object, got a JSON {json_type(item)}"
             err = DataError(ref, i, None, reason, code="not_an_object")
             handle_bad(report, err, on_bad_row)
             continue
-        yield ref, i, value
+        yield ref, i, item

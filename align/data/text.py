@@ -45,6 +45,7 @@ def load_text_dataset(
     on_bad_row: str = "error",
     limit: int | None = None,
     load_kwargs: dict | None = None,
+    config_prefix: str = "",
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Load raw-text documents; return them with a report of what was kept and skipped.
 
@@ -58,6 +59,8 @@ def load_text_dataset(
             them by reason in the report.
         limit: Stop after this many kept rows (quick runs).
         load_kwargs: Extra arguments for ``datasets.load_dataset``.
+        config_prefix: Where the caller's config holds these options (``"data."`` in a stage),
+            so error hints name the override that works (``data.on_bad_row=skip``).
 
     Returns:
         ``(dataset, report)``: a ``datasets.Dataset`` with one column ``text``, and the
@@ -93,6 +96,7 @@ def load_text_dataset(
         load_kwargs=load_kwargs,
         desc="Reading",
         unit=" docs",
+        config_prefix=config_prefix,
     )
     if not texts:
         raise ValueError(nothing_left(report))

@@ -99,5 +99,27 @@ def test_bad_data_row_fails_with_file_line_and_field(tiny_run, tmp_path):
     pretrained = tiny_run["run_dir"] / "pretrain" / "final"
     cfg = compose_stage("sft", [f"paths.output_root={tmp_path}", f"model.name_or_path={pretrained}",
                                 f"data.train.source={bad}", *FAST])
-    with pytest.raises(ValueError, match=r"bad.jsonl.*line 2.*messages\[1\]\.role"):
+    with pytest.raises(ValueError, match=r"bad.jsonl.*line 2.*messages\[1\]\.role.*pass data\.on_bad_row=skip"):
+        run(cfg)  # the hint names the override Hydra accepts, not a bare on_bad_row=skip
+
+
+def test_documented_text_and_alpaca_formats_train_under_the_default_assistant_only_loss(tiny_run, tmp_path, caplog):
+    # trainer.assistant_only_loss=true is the default; TRL refuses it on text rows, so the stage
+    # turns it off for them (logged), and Alpaca rows become messages (the loss stays on the reply).
+    from stages.sft import run
+
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": f"What is {i} plus 1? {i + 1}."}) + "\n" for i in range(8)))
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": f"What is {i} plus 1?", "input": "", "output": f"{i + 1}."}
+                                  for i in range(8)], indent=2))
+    pretrained = tiny_run["run_dir"] / "pretrain" / "final"
+    for name, path in (("text", text), ("alpaca", alpaca)):
+        out = tmp_path / name
+        cfg = compose_stage("sft", [f"paths.output_root={tmp_path}", f"output_dir={out}", f"model.name_or_path={pretrained}",
+                                    f"data.train.source={path}", f"data.validation.source={path}", "data.gold_prompts=null",
+                                    *FAST])
         run(cfg)
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["data/train/rows_kept"] == 8 and metrics["eval/loss"] > 0, name
+    assert "trainer.assistant_only_loss turned off" in caplog.text

@@ -203,7 +203,7 @@ def with_(row: dict, path: str, value) -> dict:
     return row
 
 
-CONV = {"prompt": [msg("user", "q")], "chosen": [msg("assistant", "a")], "rejected": "b"}
+CONV = {"prompt": [msg("user", "q")], "chosen": [msg("assistant", "a")], "rejected": [msg("assistant", "b")]}
 
 
 # (good row, bad row, field named, code, part of the message). The bad row is line 3.
@@ -224,17 +224,31 @@ BAD_ROWS = [
     ),
     (
         PAIR,
-        {**PAIR, "chosen": [msg("user", "other"), msg("assistant", "a")]},
+        {**PAIR, "chosen": [msg("user", "other"), msg("assistant", "a")], "rejected": [msg("assistant", "b")]},
         "chosen",
         "prompt_mismatch",
         "differ from the prompt at message 0",
     ),
     (
         PAIR,
-        {**PAIR, "rejected": [msg("user", "nope")]},
+        {**PAIR, "chosen": [msg("assistant", "4")], "rejected": [msg("user", "nope")]},
         "rejected[0].role",
         "last_not_assistant",
         "the last message is from the 'user'",
+    ),
+    (
+        CONV,
+        {**CONV, "rejected": "b"},
+        "rejected",
+        "mixed_formats",
+        "chosen is a JSON array ([{'role': 'assistant', 'content': 'a'}]) but rejected is a JSON string ('b')",
+    ),
+    (
+        PAIR,
+        {**PAIR, "chosen": [msg("assistant", "a")]},
+        "rejected",
+        "mixed_formats",
+        "both must be strings or both lists of messages",
     ),
     (
         CONV,
@@ -279,6 +293,7 @@ BAD_ROWS = [
     (RANKED, {**RANKED, "ranks": [1, 2]}, "ranks", "length_mismatch", "has 2 entries"),
     (RANKED, {**RANKED, "ranks": [2, 2, 2]}, "ranks", "all_tied", "all 3 responses have the same"),
     (RANKED, with_(RANKED, "ranks/1", 0), "ranks[1]", "bad_rank", "rank 0 is below 1"),
+    (RANKED, with_(RANKED, "ranks/1", 99), "ranks[1]", "bad_rank", "rank 99 is above 3, the worst rank among 3"),
     (RANKED, with_(RANKED, "ranks/1", "2"), "ranks[1]", "wrong_type", "must be a whole number"),
     (RANKED, {**RANKED, "scores": [1, 2, 3]}, "scores", "conflicting_fields", "both 'ranks'"),
     (RANKED, {"prompt": "p", "responses": ["a", "b"]}, "ranks", "missing_field", "or 'scores'"),
@@ -329,6 +344,7 @@ BAD_ROWS = [
     # oasst
     (OASST, with_(OASST, "replies/1", "no"), "replies[1]", "wrong_type", "must be an object"),
     (OASST, with_(OASST, "replies/2/rank", -1), "replies[2].rank", "bad_rank", "below 0"),
+    (OASST, with_(OASST, "replies/2/rank", 3), "replies[2].rank", "bad_rank", "rank 3 is above 2"),
     (OASST, with_(OASST, "replies/2", {"text": "x"}), "replies[2].rank", "missing_field", "'rank'"),
     # hh
     (HH, {**HH, "rejected": HH["chosen"]}, "rejected", "identical_responses", "the same text"),
@@ -481,3 +497,32 @@ def test_ranked_examples_keep_sources_when_the_row_has_one_per_response(tmp_path
     assert examples[0].sources == ["policy", "perturb:wrong", "policy"] and report.dropped_keys == {"gold"}
     examples, _ = load_preferences(str(write_lines(tmp_path / "p.jsonl", rows[3:])))
     assert examples[0].sources == ["policy", "perturb:swap"] and examples[0].responses == ["4", "5"]
+
+
+def test_hh_transcripts_without_the_leading_blank_line_are_detected_as_hh(tmp_path):
+    # Some copies of HH-RLHF start the transcript with "Human:" (no "\n\nHuman:"); auto-detection
+    # must still read them as hh, not as pairwise strings with a missing prompt.
+    rows = [{k: v.removeprefix("\n\n") for k, v in HH.items()}, {k: "  " + v.lstrip() for k, v in HH.items()}]
+    examples, report = load_preferences(str(write_lines(tmp_path / "hh.jsonl", rows)))
+    assert report.format == "hh" and len(examples) == 2
+    assert examples[0].prompt == examples[1].prompt == [msg("user", "q"), msg("assistant", "a1"), msg("user", "q2")]
+    assert examples[0].responses == ["good", "bad"]
+
+
+def test_control_tokens_in_prompts_and_replies_are_bad_rows(tmp_path, tokenizer):
+    rows = [
+        ({**PAIR, "rejected": "5<|im_end|>"}, "rejected"),
+        ({**PAIR, "prompt": [msg("system", "s"), msg("user", "<|im_start|>user")]}, "prompt[1].content"),
+        ({**HH, "chosen": HH["chosen"].replace("q2", "q2<|pad|>"), "rejected": HH["rejected"].replace("q2", "q2<|pad|>")},
+         "chosen"),
+        (with_(RANKED, "responses/1", "<|im_end|>"), "responses[1]"),
+    ]
+    for i, (row, field) in enumerate(rows):
+        path = write_lines(tmp_path / f"p{i}.jsonl", [row])
+        err = load_error(path, tokenizer=tokenizer)
+        assert (err.field, err.code) == (field, "control_token"), str(err)
+    path = write_lines(tmp_path / "mix.jsonl", [PAIR, rows[0][0], PAIR])
+    examples, report = load_preferences(str(path), tokenizer=tokenizer, on_bad_row="skip", config_prefix="data.")
+    assert len(examples) == 2 and report.skipped == Counter(control_token=1)
+    with pytest.raises(DataError, match=r"pass data\.on_bad_row=skip to skip such rows\.$"):
+        load_preferences(str(path), tokenizer=tokenizer, config_prefix="data.")

@@ -40,7 +40,7 @@ def test_load_prompts_skip_counts_bad_rows_and_keeps_the_order(tmp_path):
     assert report.skipped == Counter({"bad_prompt": 3, "malformed_json": 1})
     assert report.rows_read == 6 == report.rows_kept + report.rows_skipped
     assert report.as_metrics("data/train/")["data/train/skipped/bad_prompt"] == 3
-    with pytest.raises(DataError, match=r"line 2, field 'prompt': expected a non-empty string, got str ' '"):
+    with pytest.raises(DataError, match=r"line 2, field 'prompt': expected a non-empty string or a list of messages, got str ' '"):
         load_prompts(str(f))  # on_bad_row="error" is the default
 
 
@@ -93,3 +93,51 @@ def test_tokenize_prompts_checks_its_arguments(tokenizer):
         tokenize_prompts(tokenizer, [SHORT], 10, "truncate")
     with pytest.raises(AssertionError):  # a report of another load
         tokenize_prompts(tokenizer, [SHORT], 10, "skip", "p", LoadReport("p", rows_read=2, rows_kept=2))
+
+
+# ----------------------------------------------------------------------------- conversational prompts and control tokens
+
+
+def test_conversational_prompts_are_read_and_rendered_with_the_chat_template(tmp_path, tokenizer):
+    from align.data import ChatPrompt
+
+    turns = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+             {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you?"}]
+    f = write_lines(tmp_path / "p.jsonl", [{"messages": turns}, {"prompt": turns[1:2]}, {"prompt": "plain"}])
+    prompts, report = load_prompts(str(f))
+    assert isinstance(prompts[0], ChatPrompt) and prompts[0].messages == turns
+    assert prompts[1:] == ["hi", "plain"] and report.rows_kept == 3
+    enc = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert chat_prompt_ids(tokenizer, prompts[0]) == list(enc["input_ids"])
+    assert chat_prompt_ids(tokenizer, prompts[1]) == chat_prompt_ids(tokenizer, "hi")
+    kept, ids, _ = tokenize_prompts(tokenizer, prompts, 1000)
+    assert ids[0] == list(enc["input_ids"]) and kept == prompts
+    import pickle
+
+    assert pickle.loads(pickle.dumps(prompts[0])).messages == turns
+
+
+def test_bad_conversational_prompts_get_the_sft_message_codes(tmp_path):
+    user = {"role": "user", "content": "q"}
+    f = write_lines(tmp_path / "p.jsonl", [
+        {"prompt": [user, {"role": "assistant", "content": "a"}]},
+        {"messages": [user, {"role": "bot", "content": "a"}, user]},
+        {"prompt": []},
+        {"prompt": "ok"},
+    ])
+    with pytest.raises(DataError, match=r"line 1, field 'prompt\[1\]\.role': the prompt ends with a message from the "
+                                        r"'assistant'; it must end with the user turn"):
+        load_prompts(str(f))
+    prompts, report = load_prompts(str(f), on_bad_row="skip")
+    assert prompts == ["ok"] and report.skipped == Counter(last_not_user=1, unknown_role=1, empty_messages=1)
+
+
+def test_prompts_with_control_tokens_are_bad_rows_and_hints_name_the_stage_key(tmp_path, tokenizer):
+    f = write_lines(tmp_path / "p.jsonl", [{"prompt": "fine"}, {"prompt": "hi<|im_end|>\n<|im_start|>assistant"},
+                                           {"messages": [{"role": "user", "content": "<|pad|>"}]}])
+    with pytest.raises(DataError, match=r"line 2, field 'prompt': contains '<\|im_end\|>' at character 2, a control "
+                                        r"token .*pass data\.on_bad_row=skip to skip such rows\.$"):
+        load_prompts(str(f), tokenizer=tokenizer, config_prefix="data.")
+    prompts, report = load_prompts(str(f), tokenizer=tokenizer, on_bad_row="skip")
+    assert prompts == ["fine"] and report.skipped == Counter(control_token=2)
+    assert load_prompts(str(f))[0][1].startswith("hi<|im_end|>")  # no tokenizer: nothing to check against

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -400,3 +401,99 @@ def test_arguments_are_validated(tmp_path, tokenizer):
     )
     with pytest.raises(ValueError, match=r"has no chat_template"):
         load_sft_dataset(str(path), tokenizer=plain, max_length=100)
+
+
+# ----------------------------------------------------------------------------- formats people have
+
+
+def test_alpaca_rows_become_user_and_assistant_messages(tmp_path):
+    path = tmp_path / "alpaca_data.json"  # Stanford Alpaca ships one pretty-printed JSON array
+    path.write_text(json.dumps([
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Say hi.", "input": "", "output": "hi"},
+        {"instruction": "Say bye.", "output": "bye", "id": 7},
+    ], indent=4))
+    ds, report = load_sft_dataset(str(path))
+    assert report.format == "alpaca" and report.dropped_keys == {"id"} and ds.column_names == ["messages"]
+    assert ds[0]["messages"] == [{"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+                                 {"role": "assistant", "content": "5"}]
+    assert ds[1]["messages"][0]["content"] == "Say hi." and ds[2]["messages"][1]["content"] == "bye"
+    bad = write_lines(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y"}, {"instruction": "x", "output": " "},
+                                             {"instruction": "x", "input": 3, "output": "y"}])
+    err = load_error(bad)
+    assert_names(err, bad, 2, "output")
+    assert err.code == "empty_output"
+    ds, report = load_sft_dataset(str(bad), on_bad_row="skip")
+    assert len(ds) == 1 and report.skipped == Counter(empty_output=1, wrong_type=1)
+
+
+def test_sharegpt_rows_become_messages_with_their_own_fields_in_errors(tmp_path):
+    conv = {"conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "hi"},
+                              {"from": "gpt", "value": "hello", "weight": 1}]}
+    path = write_lines(tmp_path / "sharegpt.jsonl", [
+        conv,
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": ""}]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"text": "x"}]},
+    ])
+    err = load_error(path)
+    assert_names(err, path, 2, "conversations[1].from")
+    assert err.code == "unknown_role"
+    assert "unknown speaker 'bot' (expected one of human, user, gpt, assistant, system)" in str(err)
+    ds, report = load_sft_dataset(str(path), on_bad_row="skip")
+    assert report.format == "sharegpt" and len(ds) == 1
+    assert ds[0]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                                 {"role": "assistant", "content": "hello"}]
+    assert report.skipped == Counter(unknown_role=1, empty_content=1, last_not_assistant=1, missing_field=1)
+    assert report.dropped_keys == {"conversations[].weight"}
+    assert report.rows_read == 5 == report.rows_kept + report.rows_skipped
+
+
+def test_gzipped_jsonl_loads_like_the_plain_file(tmp_path):
+    import gzip
+
+    path = tmp_path / "sft.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in [GOOD, GOOD]).encode()))
+    ds, report = load_sft_dataset(str(path))
+    assert len(ds) == 2 and report.source == str(path)
+
+
+def test_control_tokens_in_content_are_bad_rows_in_every_format(tmp_path, tokenizer):
+    # <|im_end|> typed by a user must not become the real end-of-turn token.
+    rows = [
+        (chat(("user", "hi <|im_end|>"), ("assistant", "yo")), "messages[0].content"),
+        ({"prompt": "p", "completion": "c<|im_start|>assistant"}, "completion"),
+        ({"text": "a<|pad|>b"}, "text"),
+        ({"instruction": "x", "input": "<|im_end|>", "output": "y"}, "input"),
+        ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<|im_end|>"}]},
+         "conversations[1].value"),
+    ]
+    for i, (row, field) in enumerate(rows):
+        path = write_lines(tmp_path / f"c{i}.jsonl", [row])
+        err = load_error(path, tokenizer=tokenizer)
+        assert (err.field, err.code) == (field, "control_token"), str(err)
+        assert "a control token of the tokenizer" in str(err)
+        # Without a tokenizer there is nothing to check against.
+        assert len(load_sft_dataset(str(path))[0]) == 1
+    path = write_lines(tmp_path / "mix.jsonl", [GOOD, rows[0][0]])
+    ds, report = load_sft_dataset(str(path), tokenizer=tokenizer, on_bad_row="skip")
+    assert len(ds) == 1 and report.skipped == Counter(control_token=1)
+
+
+def test_config_prefix_makes_hints_name_the_stage_key(tmp_path):
+    path = write_lines(tmp_path / "sft.jsonl", [GOOD, chat(("user", "q"), ("bot", "a"))])
+    err = load_error(path, config_prefix="data.")
+    assert str(err).endswith("pass data.on_bad_row=skip to skip bad rows.") and err.code == "unknown_role"
+    junk = write_lines(tmp_path / "junk.jsonl", ["{nope"])
+    assert "pass data.on_bad_row=skip" in str(load_error(junk, config_prefix="data."))
+
+
+def test_is_conversational(tmp_path):
+    from align.data import is_conversational
+
+    kinds = {"m": GOOD, "pc": {"prompt": "p", "completion": "c"}, "t": {"text": "t"},
+             "cpc": {"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "assistant", "content": "c"}]}}
+    got = {k: is_conversational(load_sft_dataset(str(write_lines(tmp_path / f"{k}.jsonl", [row])))[0])
+           for k, row in kinds.items()}
+    assert got == {"m": True, "pc": False, "t": False, "cpc": True}

@@ -101,11 +101,79 @@ def test_json_file_holding_an_array_is_read_by_item(tmp_path):
     assert report.skipped == Counter(not_an_object=1)
 
 
-def test_pretty_printed_json_object_fails_on_its_first_line(tmp_path):
-    path = tmp_path / "pretty.json"
+def test_pretty_printed_json_is_read_whole_and_a_wrapped_list_is_refused_with_the_fix(tmp_path):
+    # One pretty-printed object is one row; a pretty-printed array (leading blank lines and all) is
+    # one row per item. Neither is "not valid JSON".
+    one = tmp_path / "pretty.json"
+    one.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}, indent=2))
+    rows, report = read_all(str(one))
+    assert [(w.row_kind, row, raw) for w, row, raw in rows] == [
+        ("item", 0, {"messages": [{"role": "user", "content": "hi"}]})
+    ]
+    assert report.rows_read == 1
+    arr = tmp_path / "arr.json"
+    arr.write_text("\n\n" + json.dumps([{"a": 1}, {"a": 2}], indent=4))
+    assert [raw for _, _, raw in read_all(str(arr))[0]] == [{"a": 1}, {"a": 2}]
+    # {"data": [...]}: datasets reads it only with field="data"; we say how to unwrap it.
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [{"a": 1}, {"a": 2}]}, indent=2))
+    with pytest.raises(DataError, match=r"wrapped\.json, line 1, field 'data': the file is one JSON object whose "
+                       r"only key 'data' holds a list of 2 objects.*jq -c '\.data\[\]' wrapped\.json"):
+        read_all(str(wrapped), on_bad_row="skip")  # no row to skip
+    # Two pretty-printed objects one after the other: where it breaks.
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"a": 1}, indent=2) + "\n" + json.dumps({"a": 2}, indent=2))
+    with pytest.raises(DataError, match=r"two\.json, line 4: the file is neither one JSON value .* nor JSON Lines"):
+        read_all(str(two))
+    # A .json file of JSON Lines is still read line by line.
+    lines = write_lines(tmp_path / "lines.json", [{"a": 1}, {"a": 2}])
+    assert [(row, raw) for _, row, raw in read_all(str(lines))[0]] == [(1, {"a": 1}), (2, {"a": 2})]
+
+
+def test_pretty_printed_jsonl_says_so(tmp_path):
+    path = tmp_path / "pretty.jsonl"
     path.write_text(json.dumps({"a": 1}, indent=2))
-    with pytest.raises(DataError, match=r"pretty\.json, line 1: not valid JSON"):
+    with pytest.raises(DataError, match=r"pretty\.jsonl, line 1: not valid JSON .* looks pretty-printed"):
         read_all(str(path))
+
+
+def test_gzipped_jsonl_json_and_txt_are_read_by_the_same_strict_readers(tmp_path):
+    import gzip
+
+    jl = tmp_path / "hh.jsonl.gz"
+    with gzip.open(jl, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"a": 1}) + "\n\n" + "nope\n" + json.dumps({"a": 3}) + "\n")
+    with pytest.raises(DataError, match=r"hh\.jsonl\.gz, line 3: not valid JSON"):
+        read_all(str(jl))
+    rows, report = read_all(str(jl), on_bad_row="skip")
+    assert [(row, raw) for _, row, raw in rows] == [(1, {"a": 1}), (4, {"a": 3})]
+    assert (report.rows_read, report.blank_lines, report.skipped) == (3, 1, Counter(malformed_json=1))
+    arr = tmp_path / "alpaca.json.gz"
+    arr.write_bytes(gzip.compress(json.dumps([{"a": 1}, {"a": 2}], indent=2).encode()))
+    assert [raw for _, _, raw in read_all(str(arr))[0]] == [{"a": 1}, {"a": 2}]
+    txt = tmp_path / "corpus.txt.gz"
+    txt.write_bytes(gzip.compress(b"one\n\ntwo\n"))
+    assert [raw for _, _, raw in read_all(str(txt))[0]] == [{"text": "one"}, {"text": "two"}]
+    assert [raw for _, _, raw in read_all("json", data_files=str(jl), on_bad_row="skip")[0]] == [{"a": 1}, {"a": 3}]
+    # A truncated download is an error whatever on_bad_row says, named as such.
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(("".join(json.dumps({"a": i}) + "\n" for i in range(500))).encode())[:200])
+    with pytest.raises(DataError, match=r"cut\.jsonl\.gz, line \d+: the gzip file is truncated or corrupt.*gzip -t"):
+        read_all(str(cut), on_bad_row="skip")
+
+
+def test_other_compressions_and_unknown_suffixes_name_a_fix_a_stage_can_use(tmp_path):
+    # No stage takes data_files: the messages must not suggest it.
+    xz = tmp_path / "d.jsonl.xz"
+    xz.write_bytes(b"\xfd7zXZ")
+    with pytest.raises(ValueError, match=r"\.xz files are not read directly .* Decompress it first \(e\.g\. `unxz d\.jsonl\.xz`\)") as info:
+        iter_rows(str(xz))
+    assert "data_files" not in str(info.value)
+    odd = tmp_path / "d.xml"
+    odd.write_text("<a/>")
+    with pytest.raises(ValueError, match=r"from its suffix '\.xml'.*convert it to JSON Lines") as info:
+        iter_rows(str(odd))
+    assert "data_files" not in str(info.value)
 
 
 def test_json_builder_with_local_data_files_uses_the_strict_reader(tmp_path):
