@@ -33,7 +33,7 @@ from align.farm import gold_score
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
 from align.generation import generate
-from align.models.loading import load_causal_lm, load_tokenizer
+from align.models.loading import check_stage_finished, load_causal_lm, load_tokenizer
 from align.outputs import atomic_write_text, write_metrics
 
 log = logging.getLogger("align.prefs")
@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> float:
     tracker.use_inputs(cfg.model.name_or_path, cfg.prompts.train, cfg.prompts.validation)
 
     # 2. Policy and prompts.
+    check_stage_finished(cfg.model.name_or_path)  # sft/final of an SFT that finished
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     policy = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
     metrics: dict[str, float] = {}
@@ -102,7 +103,7 @@ def run(cfg: DictConfig) -> float:
             f"prefs/{split}/perturb_gold_mean": _mean(by_source["perturb"]),
         })
         log.info("%s: %d ranked lists (%d all-tied lists dropped), noise ceiling %.3f", split, len(rows), all_tied, ceiling)
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "dataset")
     tracker.finish(metrics)
     return metrics["prefs/train/noise_ceiling"]
