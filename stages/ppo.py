@@ -248,7 +248,7 @@ def run(cfg: DictConfig) -> float:
             metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker))
     plot_history(out_dir, read_history(out_dir))
     steps.save_final(models, tokenizer, out_dir)  # ZeRO-3: already written by finish(), from the shards
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics.get("gold/win_rate_vs_sft", metrics.get("rm/score_mean", float("nan")))
