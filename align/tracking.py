@@ -7,7 +7,13 @@ tracker opened (``WandbCallback`` reuses an active ``wandb.run``); custom loops 
 (pretrain -> sft -> ...) shows up as one group in W&B.
 
 Offline W&B runs are ordinary run folders under ``<stage dir>/wandb/offline-run-*`` that
-``wandb sync`` uploads later.
+``wandb sync`` uploads later. An online run that cannot reach the server (no network, a wrong
+``WANDB_BASE_URL``, a server that does not answer) falls back to offline with a warning instead
+of stopping the stage: the server is probed first (a TCP connection, :data:`PROBE_TIMEOUT_S`),
+``wandb.init`` gets a short ``init_timeout`` (:data:`ONLINE_INIT_TIMEOUT_S`), and an init that
+still fails is retried offline. The mode used is ``Tracker.mode`` (``offline_fallback`` then),
+which every stage writes to ``metrics.json`` as ``logger/mode``. The API key never goes into a
+message, the config or the metrics.
 
 Lineage (docs/tracking.md): each stage logs its output folder as the artifact ``<run>-<stage>``
 (:meth:`Tracker.log_stage_artifact`) and declares what it read (:meth:`Tracker.use_inputs`): an
@@ -24,9 +30,11 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_RECORD = "wandb_artifact.json"  # in a stage folder: the artifact its run logged
 LINEAGE_RECORD = "wandb_lineage.json"    # in a stage folder: its run's inputs, linked or pending
 NOT_IN_ARTIFACT = {"checkpoints", "wandb", "tensorboard"}  # folders a stage artifact leaves out
+PROBE_TIMEOUT_S = 5.0  # a TCP connection to the W&B server before an online init
+ONLINE_INIT_TIMEOUT_S = 30.0  # wandb.init's own limit online (wandb's default is 90 s); WANDB_INIT_TIMEOUT wins
+OFFLINE_FALLBACK = "offline_fallback"
 
 
 def wandb_has_credentials() -> bool:
@@ -59,6 +70,34 @@ def resolve_wandb_mode(mode: str) -> str:
     if mode == "auto":
         return "online" if wandb_has_credentials() else "offline"
     return mode
+
+
+def _scrub(text: str) -> str:
+    """``text`` with the W&B API key (if one is set) replaced by ``***``."""
+    key = os.environ.get("WANDB_API_KEY")
+    return text.replace(key, "***") if key else text
+
+
+def wandb_server_unreachable(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the W&B server at ``base_url`` cannot be reached (a TCP connection attempt), or None.
+
+    Behind an HTTP(S) proxy (``HTTPS_PROXY``/``HTTP_PROXY``) the direct connection says nothing,
+    so it is not tried (None): ``wandb.init``'s own timeout decides then.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    parts = urlsplit(base_url)
+    if not parts.hostname:
+        return f"{base_url!r} is not a URL"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:
+        return str(e)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{parts.hostname}:{port}: {e.strerror or e}"
 
 
 def git_state(repo: str | Path = REPO_ROOT) -> dict:
@@ -162,33 +201,51 @@ class Tracker:
         self._tb = None
         self._inputs: list[dict] = []
         self._data: dict[str, str | None] = {}
+        self.mode = backend  # the W&B mode used (online, offline, offline_fallback, disabled), else the backend
         if backend == "wandb":
-            import wandb
-
-            resolved = resolve_wandb_mode(mode)
             group, name, tags = run_name, f"{run_name}/{stage}", list(tags or [])
             if sweep:
                 group, name = f"{run_name}/{sweep['group']}", f"{run_name}/{stage}/{sweep['job']}"
                 tags += ["sweep", *(o[:64] for o in sweep.get("overrides", []))]  # W&B: tags <= 64 chars
             extra = {"git": git_state(), **({"sweep": sweep} if sweep else {})}
-            self.run = wandb.init(
-                project=project,
-                group=group,
-                job_type=stage,
-                name=name,
-                dir=str(self.out_dir),
-                mode=resolved,
-                config={**(config or {}), **extra},
-                tags=tags or None,
-                reinit="finish_previous",
-            )
-            log.info("W&B run %s (%s) in %s", self.run.id, resolved, self.run.dir)
+            self._init_wandb(resolve_wandb_mode(mode), project=project, group=group, job_type=stage, name=name,
+                             dir=str(self.out_dir), config={**(config or {}), **extra}, tags=tags or None,
+                             reinit="finish_previous")
         elif backend == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.tb_dir))
             # transformers 5 has no TrainingArguments.logging_dir: its callback reads this.
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.tb_dir)
+
+    def _init_wandb(self, mode: str, **init_kw) -> None:
+        """``wandb.init`` in ``mode``; online, an unreachable or unanswering server means offline (a warning)."""
+        import wandb
+
+        why = None
+        if mode == "online":
+            why = wandb_server_unreachable(wandb.setup().settings.base_url)
+            if why is None:
+                settings = {} if os.environ.get("WANDB_INIT_TIMEOUT") else {"init_timeout": ONLINE_INIT_TIMEOUT_S}
+                try:
+                    self.run = wandb.init(mode="online", settings=wandb.Settings(**settings), **init_kw)
+                except Exception as e:  # noqa: BLE001 - wandb.errors.CommError/UsageError, timeouts: all mean "not online"
+                    why = f"wandb.init failed: {type(e).__name__}: {e}"
+        if self.run is None:
+            if why is not None:
+                why = _scrub(why).splitlines()[0][:300]
+                log.warning("W&B: cannot log online (%s); logging offline instead. `make sync` (wandb sync) "
+                            "uploads the run later.", why)
+                init_kw["config"] = {**init_kw["config"], "logger_fallback": {"mode": OFFLINE_FALLBACK, "reason": why}}
+                mode = "offline"
+            self.run = wandb.init(mode=mode, **init_kw)
+        self.mode = OFFLINE_FALLBACK if why is not None else mode
+        log.info("W&B run %s (%s) in %s", self.run.id, self.mode, self.run.dir)
+
+    def metrics(self) -> dict[str, str]:
+        """``{"logger/mode": ...}`` for the stage's ``metrics.json``: the W&B mode used
+        (``online``, ``offline``, ``offline_fallback``, ``disabled``) or the backend."""
+        return {"logger/mode": self.mode}
 
     @property
     def tb_dir(self) -> Path:

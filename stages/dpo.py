@@ -76,9 +76,9 @@ def run(cfg: DictConfig) -> float:
     check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
     if d.gold not in ("farm", None):
         raise ValueError(f"dpo.gold={d.gold!r} is not one of farm, null.")
+    start_path = resolve_full_model_path(cfg.model.name_or_path)  # a finished stage's final/ (before this one starts)
     out_dir = begin_stage(cfg)
     run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
-    start_path = resolve_full_model_path(cfg.model.name_or_path)
 
     # 2. Tokenizer, data, pairs.
     tokenizer = load_tokenizer(start_path, cfg.model.trust_remote_code)
@@ -200,7 +200,7 @@ def run(cfg: DictConfig) -> float:
             log.info("sample | %s\n  dpo (%.2f): %s\n  sft (%.2f): %s", p, s, r, sb, rb)
     metrics["timing/total_s"] = time.perf_counter() - start
     metrics["memory/peak_rss_mb"] = peak_rss_mb()
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str) and v is not None})
     log.info("results: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "kl")}))

@@ -11,7 +11,8 @@ the reward model's favourite (n = 1, 4, 16; analytic KL). See docs/eval.md.
 Steps:
     1. Validate the config; seed, output folder, logging, tracker.
     2. Prompts, and whether the gold oracle applies to them.
-    3. Find the policies, the reward model and the PPO history.
+    3. Find the policies, the reward model and the PPO history; refuse a policy or reward model
+       with a NaN/inf weight before anything is sampled (each policy is loaded once to check).
     4. SFT first (the reference), then every other policy: responses, scores, KL.
     5. Best-of-n from SFT with the reward model.
     6. Win rates against SFT.
@@ -45,10 +46,11 @@ from align.eval.plots import (
 from align.eval.policy import REFERENCE, best_of_n, compare_with, evaluate_policy, find_policies
 from align.eval.report import table_rows, write_report
 from align.farm import parse_task
-from align.models.loading import load_causal_lm, load_tokenizer, resolve_full_model_path
+from align.models.loading import check_stage_finished, load_causal_lm, load_tokenizer, resolve_full_model_path
 from align.outputs import write_metrics
 from align.ppo.monitor import read_history
 from align.rm.folder import RewardScorer
+from align.trainer_guard import check_finite_weights
 
 log = logging.getLogger("align.eval")
 GOLD_MODES = ("auto", "farm", None)
@@ -75,9 +77,15 @@ def run(cfg: DictConfig) -> float:
              ", ".join(f"{n}={p}" for n, p in policies.items()), ", ".join(missing) or "none")
     scorer = None
     if cfg.reward_model and Path(cfg.reward_model).exists():
+        check_stage_finished(cfg.reward_model)
         scorer = RewardScorer(cfg.reward_model, cfg.model.dtype, cfg.rm.max_length, cfg.rm.batch_size, cfg.rm.normalize)
+        check_finite_weights(scorer.model, "eval", "-", f"weights of {cfg.reward_model}")
     else:
         log.warning("no reward model at %s: no rm/* columns and no best-of-n", cfg.reward_model)
+    for name, path in policies.items():
+        if name != REFERENCE:  # SFT is loaded (and checked) next, and kept
+            _load(path, cfg)  # loaded, checked and dropped
+            gc.collect()
     tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)
     history = read_history(cfg.ppo_history) if cfg.ppo_history else []
 
@@ -154,7 +162,7 @@ def run(cfg: DictConfig) -> float:
         **{f"timing/{n}_s": t for n, t in timing.items()},
         "timing/total_s": time.perf_counter() - start,
     })
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "evaluation")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str)})
     key = "gold/score_mean" if gold else "rm/score_mean"
@@ -213,7 +221,10 @@ def _gold_applies(mode: str | None, prompts: list[str]) -> tuple[bool, str]:
 
 
 def _load(path: str, cfg: DictConfig):
-    return load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation)
+    """A policy, refused up front when a weight is NaN or inf (sampling would fail on it, or worse, not)."""
+    model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation)
+    check_finite_weights(model, "eval", "-", f"weights of {path}")
+    return model
 
 
 def _source(path: str, run_dir: str) -> str:

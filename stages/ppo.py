@@ -268,8 +268,8 @@ def run(cfg: DictConfig) -> float:
         with autocast:
             metrics.update(final_comparison(models, tokenizer, spec, cfg, gold, tracker, test_prompts, test_report))
     plot_history(out_dir, read_history(out_dir))
-    steps.save_final(models, tokenizer, out_dir)  # refused with non-finite weights  # ZeRO-3: already written by finish(), from the shards
-    write_metrics(out_dir, metrics)
+    steps.save_final(models, tokenizer, out_dir)  # refused with non-finite weights; ZeRO-3: already written by finish(), from the shards
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics.get("gold/win_rate_vs_sft", metrics.get("rm/score_mean", float("nan")))

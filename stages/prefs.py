@@ -34,7 +34,7 @@ from align.farm import gold_score
 from align.farm.annotators import agreement, annotate
 from align.farm.candidates import ranked_candidates
 from align.generation import generate
-from align.models.loading import load_causal_lm, load_tokenizer
+from align.models.loading import check_stage_finished, load_causal_lm, load_tokenizer
 from align.outputs import atomic_write_text, write_metrics
 
 log = logging.getLogger("align.prefs")
@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> float:
 
     # 2. Tokenizer, prompts of both splits (the validation file is checked before the train split
     #    is sampled), then the policy.
+    check_stage_finished(cfg.model.name_or_path)  # sft/final of an SFT that finished
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     splits = {split: load_prompts(cfg.prompts[split], limit=cfg.prompts[f"num_{split}"], on_bad_row=cfg.prompts.on_bad_row,
                                   tokenizer=tokenizer, config_prefix="prompts.") for split in passes}
@@ -106,7 +107,7 @@ def run(cfg: DictConfig) -> float:
             f"prefs/{split}/perturb_gold_mean": _mean(by_source["perturb"]),
         })
         log.info("%s: %d ranked lists (%d all-tied lists dropped), noise ceiling %.3f", split, len(rows), all_tied, ceiling)
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "dataset")
     tracker.finish(metrics)
     return metrics["prefs/train/noise_ceiling"]

@@ -35,7 +35,7 @@ from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_text_dataset
 from align.data.packing import pack_texts, separator_id
 from align.distributed import deepspeed_args, finish_training
-from align.models.loading import build_tiny_llama, count_parameters, load_causal_lm, load_tokenizer
+from align.models.loading import build_tiny_llama, check_stage_finished, count_parameters, load_causal_lm, load_tokenizer
 from align.models.precision import precision_args
 from align.models.tokenizer import train_tokenizer
 from align.outputs import FINAL, write_metrics
@@ -49,6 +49,8 @@ def run(cfg: DictConfig) -> float:
     # 1. Seed, output folder, logging, resolved config, tracker.
     if cfg.model.init not in ("scratch", "pretrained"):
         raise ValueError(f"model.init={cfg.model.init!r} must be 'scratch' or 'pretrained'.")
+    if cfg.model.init == "pretrained":
+        check_stage_finished(cfg.model.name_or_path)  # before begin_stage: it may be this stage's own final/
     out_dir = begin_stage(cfg)
     run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
     tracker = open_tracker(cfg, out_dir)
@@ -136,7 +138,7 @@ def run(cfg: DictConfig) -> float:
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     }
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     log.info("eval/loss %.4f  perplexity %.2f", eval_loss, metrics["eval/perplexity"])

@@ -75,11 +75,11 @@ def run(cfg: DictConfig) -> float:
     readout_layers = _readout_layers(cfg)
     check_peft_choice(cfg.peft.method, cfg.peft.merge, cfg.peft.config, False, cfg.trainer.gradient_checkpointing)
     check_deepspeed_choice(to_plain(cfg.deepspeed.config), cfg.peft.method)
+    base = resolve_full_model_path(cfg.model.name_or_path)  # a finished stage's final/ (before this one starts)
     out_dir = begin_stage(cfg)
     run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
 
     # 2. Tokenizer and data.
-    base = resolve_full_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
                    max_length=cfg.data.max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.")
@@ -91,7 +91,8 @@ def run(cfg: DictConfig) -> float:
     check_quantizable(AutoConfig.from_pretrained(base), cfg.peft.method)
     quant = quantization_config(to_plain(cfg.peft.get("quantization")))
     extra = {"quantization_config": quant} if quant is not None else {}
-    model = load_reward_model(base, tokenizer.pad_token_id, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, **extra)
+    model = load_reward_model(base, tokenizer.pad_token_id, cfg.model.dtype, new_head=True,  # SFT weights + a new score head
+                              trust_remote_code=cfg.model.trust_remote_code, **extra)
     lm_layers = model.config.num_hidden_layers  # the LM's own layers; read-out layers go on top
     model = add_readout_layers(model, readout_layers)
     peft_config = None
@@ -165,7 +166,7 @@ def run(cfg: DictConfig) -> float:
         **train_report.as_metrics("data/train/"),
         **val_report.as_metrics("data/validation/"),
     })
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish({k: v for k, v in metrics.items() if not isinstance(v, str)})
     log.info("report card: %s", json.dumps({k: metrics[k] for k in sorted(metrics) if k.split("/")[0] in ("eval", "gold", "gate", "reward")}))

@@ -38,6 +38,7 @@ from align.eval.policy import compare_with, generation_metrics
 from align.generation import generate
 from align.models.adapters import check_peft_choice, check_quantizable, quantization_config, save_final
 from align.models.loading import (
+    check_stage_finished,
     count_parameters,
     load_causal_lm,
     load_tokenizer,
@@ -63,6 +64,7 @@ def run(cfg: DictConfig) -> float:
     run_state = resume_state(cfg, out_dir / "checkpoints", PREFIX)  # the same run, or refused; a fresh one drops old ones
 
     # 2. Tokenizer and data.
+    check_stage_finished(cfg.model.name_or_path)  # pretrain/final of a pretrain that finished
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     max_length = cfg.trainer.max_length
     data_kw = dict(
@@ -153,7 +155,7 @@ def run(cfg: DictConfig) -> float:
         metrics.update(compare_with(gold_prompts, gens, base_gens, name="base", gold=True))
         log.info("gold score: start %.3f -> trained %.3f (win rate %.3f)", metrics["gold/base_score_mean"],
                  metrics["gold/score_mean"], metrics["gold/win_rate_vs_base"])
-    write_metrics(out_dir, metrics)
+    write_metrics(out_dir, {**metrics, **tracker.metrics()})
     tracker.log_stage_artifact(out_dir, "model")
     tracker.finish(metrics)
     return metrics["gold/score_mean"] if gold_prompts else -eval_loss

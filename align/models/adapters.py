@@ -163,8 +163,24 @@ def save_full_final(
 
 def merge_quantized(adapter_dir: Path, auto_class: str = "AutoPeftModelForCausalLM", **kwargs):
     """Merge a QLoRA adapter into a full-precision copy of its base (merging into 4-bit weights
-    would round the deltas away)."""
+    would round the deltas away).
+
+    Raises:
+        CheckpointError: The adapter folder lacks some of the adapter's weights (PEFT only warns,
+            and would merge its fresh initialisation).
+    """
+    import warnings
+
     import peft
 
-    model = getattr(peft, auto_class).from_pretrained(str(adapter_dir), dtype=torch.float32, **kwargs)
+    from align.errors import CheckpointError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = getattr(peft, auto_class).from_pretrained(str(adapter_dir), dtype=torch.float32, **kwargs)
+    for w in caught:
+        if "missing adapter keys" in str(w.message):
+            raise CheckpointError(f"{adapter_dir}: the PEFT adapter is incomplete ({str(w.message)[:500]}); its "
+                                  "missing weights would be merged as freshly initialised ones. Re-save the adapter.")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return model.merge_and_unload()

@@ -28,11 +28,14 @@ NORMALIZATION_FILE = "reward_normalization.json"
 
 
 def load_reward_model(path: str, pad_token_id: int, dtype: torch.dtype | str = "auto",
-                      device: torch.device | str | None = None, **kwargs) -> torch.nn.Module:
+                      device: torch.device | str | None = None, new_head: bool = False, **kwargs) -> torch.nn.Module:
     """A scalar ``AutoModelForSequenceClassification`` (one label) whose head pools the last non-pad token.
 
-    The head is new unless the folder has one (the ``rm`` stage starts from a causal LM). With
-    pad == EOS (most real tokenizers) the pooled position is the last real token, found from the
+    Every reader of a reward model (``ppo``, ``eval``, :class:`RewardScorer`) loads a trained one:
+    ``path`` must be a sequence classifier with all its weights. Only the ``rm`` stage, which
+    starts a reward model from a causal LM, passes ``new_head=True``: then the head (the weights
+    outside the backbone, ``score.*``) is expected to be new, and nothing else may be. With pad ==
+    EOS (most real tokenizers) the pooled position is the last real token, found from the
     attention mask, not the first pad.
 
     Args:
@@ -40,14 +43,34 @@ def load_reward_model(path: str, pad_token_id: int, dtype: torch.dtype | str = "
         pad_token_id: Written into the config: the head reads the last token before it.
         dtype: ``"auto"``, a dtype name or a ``torch.dtype``.
         device: Where the model goes (left where it loads when None).
+        new_head: The head is created here (the ``rm`` stage); else the folder must have one.
         **kwargs: Passed to ``from_pretrained`` (``trust_remote_code``, ``quantization_config``, ...).
+
+    Raises:
+        CheckpointError: ``path`` is a causal LM where a trained reward model is needed (its score
+            head would be random), or weights other than an expected new head are missing.
     """
     from transformers import AutoModelForSequenceClassification
 
-    from align.models.loading import resolve_dtype
+    from align.models.loading import (
+        CAUSAL_LM,
+        SEQUENCE_CLASSIFIER,
+        _check_local_path,
+        check_architecture,
+        check_loading_info,
+        resolve_dtype,
+    )
 
+    _check_local_path(str(path))
+    check_architecture(str(path), SEQUENCE_CLASSIFIER, kwargs.get("trust_remote_code", False),
+                       also=(CAUSAL_LM,) if new_head else ())
     dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **kwargs)
+    model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
+                                                                      output_loading_info=True, **kwargs)
+    # A new head may only be missing when one is being created: the weights outside the backbone
+    # (``model.*`` for Llama; ``score.weight`` is the head). A missing backbone weight is never new.
+    backbone = model.base_model_prefix + "."
+    check_loading_info(str(path), model, info, allowed_missing=lambda key: new_head and not key.startswith(backbone))
     model.config.pad_token_id = pad_token_id
     return model if device is None else model.to(device)
 

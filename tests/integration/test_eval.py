@@ -8,6 +8,7 @@ tiny_rm["run_dir"] is never written to.
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,34 @@ def test_eval_config_composes():
     cfg = compose_stage("eval", [])
     assert cfg.stage == "eval" and cfg.output_dir.endswith("default/eval")
     assert list(cfg.best_of_n) == [1, 4, 16] and cfg.generation.max_new_tokens == 64
+
+
+def test_eval_refuses_a_non_finite_policy_or_an_unfinished_stage_before_sampling(tmp_path):
+    """A policy whose weights hold NaN is refused up front (not by sampling's "probability tensor
+    contains inf/nan"), and so is the final/ of a stage that did not finish (no metrics.json)."""
+    from align.errors import CheckpointError, NonFiniteError
+    from stages.eval import run
+    from tests.unit.ppo.helpers import write_policy_and_rm
+
+    _, sft, rm = write_policy_and_rm(tmp_path / "models")
+    run_dir = tmp_path / "r"
+    nan_policy = run_dir / "dpo" / "final"
+    model = AutoModelForCausalLM.from_pretrained(sft)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(nan_policy)
+    for f in Path(sft).iterdir():  # the tokenizer
+        if "token" in f.name or f.suffix == ".jinja":
+            shutil.copy(f, nan_policy / f.name)
+    common = [f"paths.output_root={tmp_path}", "run=r", f"policies.sft={sft}", "policies.base=null", "policies.ppo=null",
+              "logger=none", "generation.max_new_tokens=4", "best_of_n=[]"]
+    with pytest.raises(NonFiniteError, match=r"eval: non-finite weights of .*dpo/final \(model.layers.1.mlp.down_proj.weight\)"):
+        run(compose_stage("eval", [*common, f"policies.dpo={nan_policy}", "reward_model=null"]))
+    assert not (run_dir / "eval" / "eval_frontier.png").exists()  # refused before anything was measured
+
+    # The reward model of an rm stage that started again and did not finish: refused before loading.
+    stage = Path(rm).parent / "rm_stage"
+    shutil.copytree(rm, stage / "final")
+    (stage / "config.yaml").write_text("stage: rm\n")
+    with pytest.raises(CheckpointError, match=r"rm_stage did not finish \(no metrics.json beside final/"):
+        run(compose_stage("eval", [*common, "policies.dpo=null", f"reward_model={stage / 'final'}"]))

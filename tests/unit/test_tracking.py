@@ -9,6 +9,7 @@ import pytest
 from align.tracking import (
     ARTIFACT_RECORD,
     LINEAGE_RECORD,
+    OFFLINE_FALLBACK,
     Tracker,
     artifact_name,
     git_state,
@@ -18,6 +19,7 @@ from align.tracking import (
     sha256_of,
     stage_artifact_files,
     stage_dir_of,
+    wandb_server_unreachable,
 )
 
 
@@ -243,3 +245,44 @@ def test_provenance_helpers(tmp_path):
     assert sha256_of(stage / "final") != folder  # a folder's hash covers its files' contents
     assert artifact_name("my run/1", "sft") == "my-run-1-sft"
     assert git_state(tmp_path) == {"commit": None, "dirty": None}  # not a git repository
+
+
+def test_unreachable_server_with_a_key_falls_back_offline_fast_and_says_so(tmp_path, monkeypatch):
+    """A W&B API key and no reachable server (a closed local port): the run goes offline with a
+    warning, recorded as ``logger/mode: offline_fallback``, instead of W&B stopping the stage after
+    its init timeout. The key reaches no file."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "fake" + "k3y" * 12
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    assert wandb_server_unreachable(f"http://127.0.0.1:{port}")
+    import wandb
+
+    wandb.teardown()  # W&B reads WANDB_BASE_URL when its process-wide state is set up: start afresh
+
+    tracker = Tracker("wandb", tmp_path, "r", "sft", config={"lr": 0.1})
+    assert tracker.mode == OFFLINE_FALLBACK and tracker.run.offline
+    assert tracker.metrics() == {"logger/mode": "offline_fallback"}
+    tracker.log({"train/loss": 1.0}, step=1)
+    tracker.finish({"eval/loss": 0.5})
+    (run,) = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(run.glob("*.wandb"))  # a real run `wandb sync` uploads later
+    config = _config(wandb_records(tmp_path))
+    assert config["logger_fallback"]["mode"] == OFFLINE_FALLBACK
+    assert f"127.0.0.1:{port}" in config["logger_fallback"]["reason"]
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f
+
+
+def test_tracker_mode_is_the_backend_without_wandb(tmp_path):
+    assert Tracker("none", tmp_path, "r", "s").metrics() == {"logger/mode": "none"}
