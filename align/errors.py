@@ -30,8 +30,13 @@ class CheckpointError(AlignError, RuntimeError):
 class NonFiniteError(AlignError, RuntimeError):
     """A non-finite loss, gradient norm or weight: the run stops before it is saved."""
 
-    def __init__(self, stage: str, step: int, what: str, value: float, hint: str = "") -> None:
+    def __init__(self, stage: str, step: int | None, what: str, value: float, hint: str = "") -> None:
         self.stage, self.step, self.what, self.value = stage, step, what, value
+        if step is None:  # a model read from disk, not a training step
+            hint = hint or ("The folder holds a diverged model: retrain it (a lower learning rate, more warm-up "
+                            "or gradient clipping), or point to another checkpoint.")
+            super().__init__(f"{stage}: non-finite {what} ({value}); refused before use. {hint}")
+            return
         hint = hint or ("Lower the learning rate (or raise warm-up / gradient clipping); the last good "
                         "checkpoint is kept and resume=true continues from it.")
         super().__init__(f"{stage}: non-finite {what} ({value}) at step {step}; stopped before saving it. {hint}")

@@ -43,8 +43,9 @@ def first_non_finite(tensors) -> tuple[str, float] | None:
     return None
 
 
-def check_finite_weights(model: torch.nn.Module, stage: str, step: int | str, what: str = "weights") -> None:
-    """Refuse a model with a NaN or inf parameter (before it is saved, or before it is evaluated).
+def check_finite_weights(model: torch.nn.Module, stage: str, step: int | None, what: str = "weights") -> None:
+    """Refuse a model with a NaN or inf parameter: before it is saved (``step``: the training
+    step), or before a model read from disk is used (``step=None``).
 
     Raises:
         NonFiniteError: Naming the first such parameter.

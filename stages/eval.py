@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.reward_model and Path(cfg.reward_model).exists():
         check_stage_finished(cfg.reward_model)
         scorer = RewardScorer(cfg.reward_model, cfg.model.dtype, cfg.rm.max_length, cfg.rm.batch_size, cfg.rm.normalize)
-        check_finite_weights(scorer.model, "eval", "-", f"weights of {cfg.reward_model}")
+        check_finite_weights(scorer.model, "eval", None, f"weights of {cfg.reward_model}")
     else:
         log.warning("no reward model at %s: no rm/* columns and no best-of-n", cfg.reward_model)
     for name, path in policies.items():
@@ -223,7 +223,7 @@ def _gold_applies(mode: str | None, prompts: list[str]) -> tuple[bool, str]:
 def _load(path: str, cfg: DictConfig):
     """A policy, refused up front when a weight is NaN or inf (sampling would fail on it, or worse, not)."""
     model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation)
-    check_finite_weights(model, "eval", "-", f"weights of {path}")
+    check_finite_weights(model, "eval", None, f"weights of {path}")
     return model
 
 

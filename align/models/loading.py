@@ -106,8 +106,11 @@ def build_tiny_llama(
     return model
 
 
-def resolve_dtype(dtype: str) -> torch.dtype | str:
-    """Map a config dtype string to a torch dtype; ``auto`` picks bf16 on capable GPUs, else fp32."""
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    """Map a config dtype string to a torch dtype (a torch dtype passes through); ``auto`` picks
+    bf16 on capable GPUs, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16

@@ -89,13 +89,13 @@ def load_ppo_models(
         dtype: Weight dtype.
         device: Where the models live.
     """
-    from transformers import AutoModelForCausalLM
+    from align.models.loading import load_causal_lm
 
     if mode not in MODES:
         raise ValueError(f"ppo.mode={mode!r} is not one of {', '.join(MODES)}.")
 
     def causal_lm():
-        return AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype).to(device)
+        return load_causal_lm(policy_path, dtype).to(device)  # refuses another kind of model, or missing weights
 
     def scalar_model():
         return load_reward_model(reward_path, pad_token_id, dtype, device)

@@ -378,12 +378,11 @@ class DeepSpeedSteps:
             return None
         if self.dp.zero != 3:
             return self.models
-        from transformers import AutoModelForCausalLM
-
+        from align.models.loading import load_causal_lm
         from align.rm.folder import load_reward_model
 
-        return PPOModels("full", frozen(AutoModelForCausalLM.from_pretrained(Path(out_dir) / "final").to(device)), None,
-                         frozen(AutoModelForCausalLM.from_pretrained(policy_path).to(device)),
+        return PPOModels("full", frozen(load_causal_lm(str(Path(out_dir) / "final"), torch.float32).to(device)),
+                         None, frozen(load_causal_lm(policy_path, torch.float32).to(device)),
                          load_reward_model(rm_path, tokenizer.pad_token_id, torch.float32, device))
 
     def save_final(self, models: PPOModels, tokenizer, out_dir: Path) -> None:
