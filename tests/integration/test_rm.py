@@ -99,7 +99,8 @@ def test_rm_cli_on_hh_rlhf_pairs_without_gold(tiny_sft, tmp_path):
     # so no gold metrics; long transcripts are left-truncated and counted, never dropped.
     out = tmp_path / "hh"
     run_stage_cli("rm", tiny_sft["common"] + RM_FAST + [f"output_dir={out}", "data=hh_rlhf", "rm.gold=null",
-                                                        "rm.loss=pairwise", "data.limit=32"])
+                                                        "rm.loss=pairwise", "data.limit=32",
+                                                        "data.max_length=256"])  # the tiny model's limit
     m = json.loads((out / "metrics.json").read_text())
     assert "gold/accuracy" not in m and 0.0 <= m["eval/accuracy"] <= 1.0
     assert m["data/train/rows_kept"] == 32 and m["data/validation/rows_skipped"] == 1  # line 87: empty reply
