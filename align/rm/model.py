@@ -2,7 +2,8 @@
 
 A reward model is ``AutoModelForSequenceClassification`` with ``num_labels=1``
 (:func:`align.rm.folder.load_reward_model`, which also saves and reads its folder): the score of a
-prompt+response is the head's output at the last non-pad token. Pairwise data trains through
+prompt+response is the head's output at its last attended token (:func:`last_token_rewards`; not the
+classifier's pad-id pooling, which pad == EOS tokenizers break). Pairwise data trains through
 TRL's ``RewardTrainer``; ranked lists (K = 2..9 responses per prompt) train through
 :class:`RankedRewardTrainer`, which scores all K responses of a prompt in one forward pass and
 applies InstructGPT's all-pairs loss or the Plackett-Luce loss from ``align.losses``.
@@ -196,8 +197,7 @@ class RankedRewardTrainer(Trainer):
                                  "tokenize_ranked(..., response_spans=True).")
             flat, lm_loss = self._rewards_and_lm_loss(model, inputs)
         else:
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-            flat = out.logits.squeeze(-1)  # [N]
+            flat = last_token_rewards(model, inputs["input_ids"], inputs["attention_mask"])  # [N]
         rewards = flat.new_zeros(mask.numel()).index_put((slots,), flat).view_as(scores)  # [B, K_max]
         fn = ranked_pairwise_loss if self.loss_type == "ranked" else plackett_luce_loss
         loss = fn(rewards, scores, mask)
@@ -227,8 +227,7 @@ class RankedRewardTrainer(Trainer):
             if hook is not None:
                 hook.remove()
         lm_hidden = body.norm(captured[0][0] if isinstance(captured[0], tuple) else captured[0]) if captured else hidden
-        last = attn.sum(-1) - 1  # right padding
-        flat = base.score(hidden[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)
+        flat = _read_last(base, hidden, attn)
         scores, mask = inputs["scores"], inputs["mask"]
         best = scores.masked_fill(~mask, float("-inf")).amax(-1, keepdim=True)
         top = ((scores == best) & mask).flatten()[inputs["slots"]]  # [N]
@@ -238,6 +237,29 @@ class RankedRewardTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             self._signature_columns = ["input_ids", "scores"]
+
+
+def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Rewards ``[N]`` of right-padded sequences: the score head at each sequence's last attended token.
+
+    Not the sequence classifier's own pooling: that reads the rightmost token whose id is not
+    ``pad_token_id``, and with pad == EOS (most real tokenizers: SmolLM2, Llama 3, Qwen) a sequence
+    that ends with EOS is read one token early, or, when padding is all EOS, at a position that
+    depends on the batch (trl#937). The attention mask knows where each sequence ends.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, base.base_model_prefix)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return _read_last(base, hidden, attention_mask)
+
+
+def _read_last(base, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    if not bool((attention_mask.sum(-1) == attention_mask.cumprod(-1).sum(-1)).all()):
+        raise ValueError("reward sequences must be right-padded (attention mask 1...1 0...0)")
+    last = attention_mask.sum(-1) - 1
+    # The head over every position, then the last one picked, as the classifier computes it: the
+    # same arithmetic, so rewards are bit-identical to its own wherever its pooling is right.
+    return base.score(hidden)[torch.arange(hidden.shape[0], device=hidden.device), last].squeeze(-1)
 
 
 @torch.no_grad()
@@ -264,7 +286,7 @@ def score_batch(
         chunk = pairs[start : start + batch_size]
         feats = [{"input_ids": [tokenize_response(tokenizer, p, r, max_length)[0]], "scores": [0.0]} for p, r in chunk]
         batch = collate(feats)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        out.extend(logits.squeeze(-1).float().cpu().tolist())
+        rewards = last_token_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out.extend(rewards.float().cpu().tolist())
     model.train(was_training)
     return out

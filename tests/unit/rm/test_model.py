@@ -127,3 +127,37 @@ def test_trainer_lm_coefficient_adds_the_lm_loss_of_the_top_responses_only(tmp_p
     plain = RankedCollator(TOK.pad_token_id)(tokenize_ranked(ex, TOK, None)[0])
     with pytest.raises(ValueError, match="response_spans=True"):
         RankedRewardTrainer(model=model, args=args, lm_coefficient=0.5, lm_layers=1).compute_loss(model, plain)
+
+
+def test_pad_equal_to_eos_the_reward_is_read_at_the_last_real_token_not_before_it():
+    """trl#937: with pad == EOS the classifier's own pooling (rightmost non-pad id) reads a sequence
+    that ends with EOS one token early; the reward must come from the last attended token."""
+    from align.rm.model import last_token_rewards, score_batch
+
+    model = _tiny_llama_rm()
+    eos = 7
+    model.config.pad_token_id = eos  # pad == EOS, as in SmolLM2, Llama 3, Qwen
+    seqs = [[3, 4, 5, eos], [3, 4, 5, 9, 10, 11, eos], [3, eos, 4, 6]]  # EOS inside a sequence too
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [eos] * (width - len(s)) for s in seqs])
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    with torch.no_grad():
+        got = last_token_rewards(model, ids, attn)
+        alone = [last_token_rewards(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in seqs]
+        hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state
+        manual = model.score(hidden[torch.arange(3), attn.sum(-1) - 1]).squeeze(-1)
+        pooled = model(input_ids=ids, attention_mask=attn).logits.squeeze(-1)
+    torch.testing.assert_close(got, manual)
+    torch.testing.assert_close(got, torch.cat(alone), atol=1e-5, rtol=1e-5)  # padding changes nothing
+    assert not torch.allclose(got[:2], pooled[:2])  # the classifier's pooling reads the token before EOS
+
+    class Tok:  # what score_batch needs of a tokenizer: pad id and a chat rendering ending in EOS
+        pad_token_id, eos_token_id, chat_template = eos, eos, None
+        eos_token = "<eos>"
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [3 + (ord(c) % 5) for c in text.replace("<eos>", "")] + [eos]}
+
+    pairs = [([{"role": "user", "content": "ab"}], "c"), ([{"role": "user", "content": "abcd"}], "efgh")]
+    scored = score_batch(model, Tok(), pairs)
+    assert scored == pytest.approx([score_batch(model, Tok(), [pair])[0] for pair in pairs], abs=1e-5)
