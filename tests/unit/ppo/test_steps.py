@@ -96,5 +96,8 @@ def test_lr_schedule_and_precision_context():
     assert lr_lambda("constant", 4)(3) == 1.0
     with pytest.raises(ValueError, match="ppo.lr_scheduler='cosine' is not one of constant, linear"):
         lr_lambda("cosine", 4)
+    a, b = torch.ones(4, 4), torch.ones(4, 4)
     with autocast_context("fp32", torch.device("cpu")):
-        assert torch.ones(1).dtype == torch.float32
+        assert (a @ b).dtype == torch.float32
+    with autocast_context("bf16", torch.device("cpu")):  # CPU autocast: matmuls in bf16
+        assert (a @ b).dtype == torch.bfloat16
