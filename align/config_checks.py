@@ -18,7 +18,8 @@ checked (docs/configuration.md):
    key is in :data:`NULLABLE`.
 3. Ranges of :data:`RULES` (batch sizes, steps, iterations, lengths, rates...).
 4. ``precision``: one of ``auto | fp32 | bf16 | fp16``, and fp16 only with CUDA.
-5. Paths and model limits: :func:`align.preflight.check_paths` and
+5. A base model to build once (``model.materialize``, :func:`align.models.materialize.materialize_configured`),
+   then paths and model limits: :func:`align.preflight.check_paths` and
    :func:`align.preflight.check_model_limits`.
 """
 
@@ -154,11 +155,13 @@ def check_config(cfg) -> None:
         ConfigError: Naming the key, the value seen and the fix.
     """
     from align.config import default_config, stage_output_dir, to_plain
+    from align.models.materialize import materialize_configured
     from align.preflight import check_model_limits, check_paths
 
     plain = to_plain(cfg)
     stage = plain["stage"]
     check_values(plain, default_config(stage))
+    materialize_configured(plain)
     check_paths(plain, stage_output_dir(cfg))
     check_model_limits(plain)
 

@@ -103,3 +103,30 @@ def _non_empty(texts: Iterable[str]) -> Iterator[str]:
     for t in texts:
         if t and t.strip():
             yield t
+
+
+# The ChatML turn most chat models' templates render every message with (SmolLM2 among them), and
+# the same text with the assistant's content and end-of-turn token inside generation markers. NL is
+# the newline as the template writes it: a newline character inside the Jinja string (as SmolLM2's
+# does) or the escape ``\\n``.
+def _chatml_turns(nl: str) -> tuple[str, str]:
+    turn = "{{'<|im_start|>' + message['role'] + '" + nl + "' + message['content'] + '<|im_end|>' + '" + nl + "'}}"
+    marked = ("{% if message['role'] == 'assistant' %}"
+              "{{ '<|im_start|>assistant" + nl + "' }}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+              "{% endgeneration %}{{ '" + nl + "' }}{% else %}" + turn + "{% endif %}")
+    return turn, marked
+
+
+def training_chat_template(template: str | None) -> str | None:
+    """``template`` with ``{% generation %}`` markers around each assistant reply and its end-of-turn
+    token (what ``assistant_only_loss`` needs), rendering the same text; ``None`` if it has no
+    ChatML turn this knows how to mark. A template that already has markers is returned as is."""
+    if not template:
+        return None
+    if "generation %}" in template:
+        return template
+    for nl in ("\n", "\\n"):
+        turn, marked = _chatml_turns(nl)
+        if template.count(turn) == 1:
+            return template.replace(turn, marked)
+    return None
