@@ -1,7 +1,9 @@
 """Prompt lists for generation and evaluation, and their lengths.
 
 A prompt row is ``{"prompt": str, ...}``, or a conversation ending with the user turn to answer:
-``{"prompt": [{"role", "content"}, ...]}`` or ``{"messages": [...]}`` (roles ``system``,
+``{"prompt": [{"role", "content"}, ...]}`` or ``{"messages": [...]}``, or an Anthropic HH-RLHF pair
+``{"chosen": "\\n\\nHuman: ...", "rejected": ...}`` whose turns before the final reply are the
+conversation (:func:`align.data.hh.hh_to_messages`) (roles ``system``,
 ``user``, ``assistant``, contents non-blank, as in SFT). A one-message conversation is the plain
 prompt string; a longer one is a :class:`ChatPrompt`, a string (its turns, one per line, for
 logs and tables) that keeps the messages, which :func:`align.generation.chat_prompt_ids`
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 
 from align.data.checks import BadRow, check_control_tokens, check_messages, control_tokens
 from align.data.errors import BAD_ROW_MODES, LoadReport, check_choice, check_positive
+from align.data.hh import HHFormatError, hh_to_messages
 from align.data.rows import check_rows
 from align.data.source import describe_source
 
@@ -84,8 +87,10 @@ def load_prompts(
     control = control_tokens(tokenizer)
 
     def check(raw: Mapping, bad: BadRow) -> str:
-        key = field if field in raw or "messages" not in raw else "messages"
+        key = next((k for k in (field, "messages", "chosen") if k in raw), field)
         value = raw.get(key)
+        if key == "chosen" and isinstance(value, str):  # an HH-RLHF pair: its turns before the final reply
+            value = _hh_prompt(value, bad)
         if isinstance(value, list):
             prompt = _conversation(value, key, bad, report)
             texts = [(f"{key}[{i}].content", m["content"]) for i, m in enumerate(value)]
@@ -105,6 +110,13 @@ def load_prompts(
         skipped = f" ({report.summary()})" if report.rows_skipped else ""
         raise ValueError(f"{source}: no prompts found.{skipped}")
     return prompts, report
+
+
+def _hh_prompt(transcript: str, bad: BadRow) -> list[dict]:
+    try:
+        return hh_to_messages(transcript, "chosen")[:-1]
+    except HHFormatError as exc:
+        raise bad(exc.field, exc.code, exc.reason) from None
 
 
 def _conversation(value: list, key: str, bad: BadRow, report: LoadReport) -> str:

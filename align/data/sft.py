@@ -21,9 +21,13 @@ tokens), with the same checks and codes:
   ``human``/``user`` (-> ``user``), ``gpt``/``assistant`` (-> ``assistant``) or ``system``; the
   conversation rules of ``messages`` apply, named in the input's own fields
   (``conversations[3].from``).
+* ``hh`` (Anthropic HH-RLHF preference pairs): ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...",
+  "rejected": ...}``; the ``chosen`` transcript is the conversation (SFT on the preferred replies,
+  as InstructGPT's and Llama 2's SFT sets are human-preferred demonstrations), split into turns by
+  :func:`align.data.hh.hh_to_messages`; ``rejected`` is not read.
 
 ``format="auto"`` picks the format from the first row's keys: ``messages`` if present, else
-``conversations`` (sharegpt), else ``prompt_completion`` if both ``prompt`` and ``completion``
+``conversations`` (sharegpt), else ``hh`` if ``chosen`` and ``rejected`` are HH transcripts, else ``prompt_completion`` if both ``prompt`` and ``completion``
 are present, else ``alpaca`` if ``instruction`` and ``output`` are, else ``text``.
 
 Output rows hold only the format's fields (and messages only ``role`` and ``content``), so TRL
@@ -53,10 +57,11 @@ from align.data.checks import (
     text_length,
 )
 from align.data.errors import DataError, LoadReport, json_type, nothing_left
+from align.data.hh import HHFormatError, hh_to_messages, looks_like_hh
 from align.data.rows import check_rows
 from align.data.source import describe_source
 
-FORMATS = ("messages", "prompt_completion", "text", "alpaca", "sharegpt")
+FORMATS = ("messages", "prompt_completion", "text", "alpaca", "sharegpt", "hh")
 # ShareGPT's speaker names and the roles they become.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -187,6 +192,12 @@ def check_sft_row(raw: Mapping, bad: BadRow, state: SFTRowState, report: LoadRep
         clean = {"messages": messages}
         texts = [(f"conversations[{i}].value", m["content"]) for i, m in enumerate(messages)]
         used = {"conversations"}
+    elif fmt == "hh":
+        messages = _hh(get("chosen"), bad)
+        _check_conversation(messages, bad, "chosen")
+        clean = {"messages": messages}
+        texts = [("chosen", m["content"]) for m in messages]
+        used = {"chosen", "rejected"}
     elif fmt == "alpaca":
         clean, texts = _alpaca(get("instruction"), raw.get("input"), get("output"), bad)
         used = {"instruction", "input", "output"}
@@ -224,6 +235,8 @@ def _detect(raw: Mapping, bad: BadRow) -> str:
         return "messages"
     if "conversations" in raw:
         return "sharegpt"
+    if "chosen" in raw and "rejected" in raw and looks_like_hh(raw["chosen"], raw["rejected"]):
+        return "hh"
     if "prompt" in raw and "completion" in raw:
         return "prompt_completion"
     if "instruction" in raw and "output" in raw:
@@ -234,7 +247,7 @@ def _detect(raw: Mapping, bad: BadRow) -> str:
         None,
         "unknown_format",
         f"cannot tell the dataset format from the row's keys {sorted(raw)}; expected "
-        "'messages', 'conversations' (ShareGPT), 'prompt' and 'completion', 'instruction' and "
+        "'messages', 'conversations' (ShareGPT), HH-RLHF 'chosen'/'rejected' transcripts, 'prompt' and 'completion', 'instruction' and "
         "'output' (Alpaca), or 'text'",
         "Rename the columns, pass format= explicitly, or pass on_bad_row=skip to skip bad rows.",
     )
@@ -250,6 +263,19 @@ def _alpaca(instruction: object, input_: object, output: object, bad: BadRow) ->
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     texts = [("instruction", instruction), ("input", input_ or ""), ("output", output)]
     return {"messages": messages}, texts
+
+
+def _hh(value: object, bad: BadRow) -> list[dict]:
+    """The ``chosen`` HH-RLHF transcript as messages; its last reply must not be blank."""
+    if not isinstance(value, str):
+        raise bad("chosen", "wrong_type", f"must be an HH-RLHF transcript string, got {show(value)}")
+    try:
+        messages = hh_to_messages(value, "chosen")
+    except HHFormatError as exc:
+        raise bad(exc.field, exc.code, exc.reason) from None
+    if not messages[-1]["content"].strip():
+        raise bad("chosen", "empty_content", f"the final Assistant turn (turn {len(messages)}) is empty")
+    return messages
 
 
 def _sharegpt(value: object, bad: BadRow, report: LoadReport) -> list[dict]:

@@ -141,3 +141,28 @@ def test_prompts_with_control_tokens_are_bad_rows_and_hints_name_the_stage_key(t
     prompts, report = load_prompts(str(f), tokenizer=tokenizer, on_bad_row="skip")
     assert prompts == ["fine"] and report.skipped == Counter(control_token=2)
     assert load_prompts(str(f))[0][1].startswith("hi<|im_end|>")  # no tokenizer: nothing to check against
+
+
+def test_hh_pairs_give_the_conversation_before_the_final_reply():
+    from pathlib import Path
+
+    from align.data.prompts import ChatPrompt
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "hh_rlhf_20.jsonl"
+    prompts, report = load_prompts(str(fixture))
+    assert len(prompts) == report.rows_kept == 20 and report.dropped_keys == {"rejected"}
+    first = prompts[0]
+    assert isinstance(first, ChatPrompt)
+    assert [m["role"] for m in first.messages] == ["user", "assistant"] * (len(first.messages) // 2) + ["user"]
+    assert first.messages[0]["content"] == "what are some pranks with a pen i can do?"
+    assert first.messages[2]["content"] == "yep"
+    single = next(p for p in prompts if not isinstance(p, ChatPrompt))  # one-turn transcripts: the plain question
+    assert isinstance(single, str) and single.strip()
+
+
+def test_broken_hh_prompts_are_named(tmp_path):
+    f = write_lines(tmp_path / "p.jsonl", [{"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "b"},
+                                          {"chosen": "\n\nAssistant: hi\n\nAssistant: a", "rejected": "b"}])
+    with pytest.raises(DataError, match=r"p.jsonl, line 2, field 'chosen'") as info:
+        load_prompts(str(f))
+    assert info.value.code == "first_not_user"

@@ -497,3 +497,34 @@ def test_is_conversational(tmp_path):
     got = {k: is_conversational(load_sft_dataset(str(write_lines(tmp_path / f"{k}.jsonl", [row])))[0])
            for k, row in kinds.items()}
     assert got == {"m": True, "pc": False, "t": False, "cpc": True}
+
+
+# ----------------------------------------------------------------------------- HH-RLHF chosen transcripts
+
+
+def test_hh_pairs_train_on_the_chosen_transcript_turn_by_turn(tmp_path):
+    ds, report = load_sft_dataset(str(FIXTURES / "hh_rlhf_20.jsonl"), on_bad_row="skip")
+    # Row 20's chosen reply is empty: counted, not trained on.
+    assert report.format == "hh" and len(ds) == report.rows_kept == 19 and ds.column_names == ["messages"]
+    assert report.skipped == Counter({"empty_content": 1})
+    rows = [json.loads(line) for line in (FIXTURES / "hh_rlhf_20.jsonl").read_text().splitlines()]
+    for raw, row in zip(rows, ds):
+        msgs = row["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant"] * (len(msgs) // 2)
+        assert raw["chosen"].endswith(msgs[-1]["content"]) and msgs[-1]["content"].strip()
+        assert raw["chosen"].lstrip().startswith("Human: " + msgs[0]["content"])
+    assert ds[0]["messages"][0]["content"] == "what are some pranks with a pen i can do?"
+
+
+def test_hh_rows_with_a_blank_final_reply_or_a_broken_transcript_are_named(tmp_path):
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    path = write_lines(tmp_path / "hh.jsonl", [good, {"chosen": "\n\nHuman: hi\n\nAssistant: ", "rejected": "x"}])
+    err = load_error(path, format="hh")
+    assert_names(err, path, 2, "chosen")
+    assert err.code == "empty_content"
+    path = write_lines(tmp_path / "hh2.jsonl", [good, {"chosen": "\n\nHuman: hi\n\nHuman: again", "rejected": "x"}])
+    err = load_error(path)  # detected from row 1
+    assert_names(err, path, 2, "chosen")
+    assert err.code == "last_not_assistant"
+    ds, report = load_sft_dataset(str(path), on_bad_row="skip")
+    assert len(ds) == 1 and report.skipped == Counter({"last_not_assistant": 1})
