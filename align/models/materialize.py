@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "align_model.json"
 # Raised when the conversion itself changes (what a folder made by an older one lacks): such a folder is rebuilt.
-CONVERTER = 1
+CONVERTER = 3
 SPEC_KEYS = ("wheel", "sha256", "gguf", "folder")
 
 
@@ -176,6 +176,11 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     config.dtype = torch.float32
+    # A plain model, not a quantized one: transformers refuses to train a config that still names
+    # the GGUF file, and the weights saved here are the dequantized float32 ones.
+    for key in ("quantization_config", "_model_name_or_path"):
+        if hasattr(config, key):
+            delattr(config, key)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
@@ -192,7 +197,23 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         pad_token_id=tokenizer.pad_token_id)
     plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    check_same_model(loaded, out, tokenizer)
     log.info("saved %.1fM parameters to %s", sum(p.numel() for p in plain.parameters()) / 1e6, out)
+
+
+def check_same_model(loaded, out: Path, tokenizer) -> None:
+    """The saved folder, read back with plain ``from_pretrained``, gives the GGUF model's logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    again = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    with torch.no_grad():
+        a, b = loaded(input_ids=ids).logits, again(input_ids=ids).logits
+    if not torch.allclose(a, b, atol=1e-4, rtol=1e-4):
+        raise ConfigError(f"the saved model's logits differ from the GGUF model's by {(a - b).abs().max():.3g}: "
+                          "the conversion is broken; report it with the wheel's name.")
 
 
 def mark_generation(tokenizer) -> None:
