@@ -83,8 +83,10 @@ def run(cfg: DictConfig) -> float:
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     data_kw = dict(format=cfg.data.format, on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer,
                    max_length=cfg.data.max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.")
-    train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw)
-    val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
+    train_ex, train_report = load_preferences(cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit,
+                                              holdout=to_plain(cfg.data.train.get("holdout")), **data_kw)
+    val_ex, val_report = load_preferences(cfg.data.validation.source, cfg.data.validation.split,
+                                          holdout=to_plain(cfg.data.validation.get("holdout")), **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
 
     # 3. Model (4-bit base for QLoRA).

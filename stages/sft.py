@@ -72,9 +72,11 @@ def run(cfg: DictConfig) -> float:
         max_length=max_length, on_too_long=cfg.data.on_too_long, config_prefix="data.",
     )
     train_ds, train_report = load_sft_dataset(
-        cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, **data_kw
+        cfg.data.train.source, cfg.data.train.split, limit=cfg.data.limit, holdout=to_plain(cfg.data.train.get("holdout")),
+        **data_kw,
     )
-    val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split, **data_kw)
+    val_ds, val_report = load_sft_dataset(cfg.data.validation.source, cfg.data.validation.split,
+                                          holdout=to_plain(cfg.data.validation.get("holdout")), **data_kw)
     log.info("data: %s | %s", train_report.summary(), val_report.summary())
     gold_prompts, gold_report = (load_prompts(cfg.data.gold_prompts, limit=cfg.data.num_gold_prompts,
                                               on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer, config_prefix="data.")

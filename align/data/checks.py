@@ -216,13 +216,20 @@ def check_load_args(
         )
 
 
-def handle_too_long(report: LoadReport, err: DataError, on_too_long: str) -> bool:
+def handle_too_long(report: LoadReport, err: DataError, on_too_long: str, inner: str | None = None) -> bool:
     """Apply ``on_too_long`` to an over-long row: raise ``err`` (``error``), count it as a skip and
-    return False (``skip``), or count it as truncated and return True to keep it (``truncate``)."""
+    return False (``skip``), or count it as truncated and return True to keep it (``truncate``).
+
+    With ``inner`` (an example inside a row that holds several, e.g. ``"groups_skipped/too_long"``),
+    a skip is counted in ``report.inner[inner]`` instead: the row itself may still be kept.
+    """
     if on_too_long == "error":
         raise err
     if on_too_long == "skip":
-        count_skip(report, err)
+        if inner is None:
+            count_skip(report, err)
+        else:
+            report.inner[inner] += 1
         return False
     report.truncated += 1
     return True

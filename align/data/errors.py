@@ -2,8 +2,10 @@
 
 A data loader meets three kinds of rows: good rows (kept), bad rows (a :class:`DataError` that
 either stops the load or, with ``on_bad_row="skip"``, is counted in the :class:`LoadReport`
-under its short ``code``), and blank lines (never an error, counted apart). Nothing is dropped
-without a count, so ``rows_read == rows_kept + sum(skipped.values())`` always holds.
+under its short ``code``), and blank lines (never an error, counted apart). A load that keeps one
+part of a hash split (:mod:`align.data.holdout`) also meets good rows of the other part, counted
+in ``held_out``. Nothing is dropped without a count, so
+``rows_read == rows_kept + sum(skipped.values()) + held_out`` always holds.
 """
 
 from __future__ import annotations
@@ -132,13 +134,19 @@ class LoadReport:
     Attributes:
         source: What was loaded (a path, or a dataset name and split).
         rows_read: Rows met in the source, bad ones included, blank lines excluded.
-        rows_kept: Rows in the returned dataset.
+        rows_kept: Rows in the returned dataset (rows that gave at least one example, for rows that
+            hold several: OpenAssistant trees).
         skipped: Skipped bad rows, by :attr:`DataError.code` (e.g. ``too_long``).
-        truncated: Kept rows longer than ``max_length`` (the trainer truncates them).
+        truncated: Kept examples longer than ``max_length`` (the trainer truncates them): rows, or
+            the sibling groups of a tree.
         blank_lines: Blank lines met in line-based files (ignored, never an error).
         format: The dataset format (``messages``, ``prompt_completion``, ``text``), if known.
         dropped_keys: Keys present in the input but not in the output rows.
         limit_hit: True when loading stopped early because ``limit`` rows were kept.
+        held_out: Good rows of the other part of a holdout split (:mod:`align.data.holdout`).
+        inner: Counts inside kept rows that hold several examples (one OpenAssistant tree, several
+            sibling groups), e.g. ``groups`` (examples kept), ``groups_skipped/too_few_ranked``,
+            ``replies_unranked``; empty for one-example rows.
     """
 
     source: str
@@ -150,6 +158,8 @@ class LoadReport:
     format: str | None = None
     dropped_keys: set[str] = field(default_factory=set)
     limit_hit: bool = False
+    held_out: int = 0
+    inner: Counter = field(default_factory=Counter)
 
     @property
     def rows_skipped(self) -> int:
@@ -157,7 +167,8 @@ class LoadReport:
         return sum(self.skipped.values())
 
     def as_metrics(self, prefix: str = "data/") -> dict[str, int]:
-        """Flat metrics, e.g. ``{"data/rows_read": 120, "data/skipped/too_long": 3, ...}``."""
+        """Flat metrics, e.g. ``{"data/rows_read": 120, "data/skipped/too_long": 3, ...}``; a holdout
+        load adds ``rows_held_out``, a load of trees its :attr:`inner` counts (``data/groups``, ...)."""
         metrics = {
             f"{prefix}rows_read": self.rows_read,
             f"{prefix}rows_kept": self.rows_kept,
@@ -165,8 +176,12 @@ class LoadReport:
             f"{prefix}rows_truncated": self.truncated,
             f"{prefix}blank_lines": self.blank_lines,
         }
+        if self.held_out:
+            metrics[f"{prefix}rows_held_out"] = self.held_out
         for reason, count in sorted(self.skipped.items()):
             metrics[f"{prefix}skipped/{reason}"] = count
+        for name, count in sorted(self.inner.items()):
+            metrics[f"{prefix}{name}"] = count
         return metrics
 
     def summary(self) -> str:
@@ -177,6 +192,8 @@ class LoadReport:
         text += f", skipped {self.rows_skipped}"
         if self.skipped:
             text += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(self.skipped.items())) + ")"
+        if self.held_out:
+            text += f", held out {self.held_out} (the other part of the holdout split)"
         if self.truncated:
             text += f", {self.truncated} longer than max_length kept for the trainer to truncate"
         if self.blank_lines:
@@ -185,6 +202,8 @@ class LoadReport:
             text += f", keys not kept: {', '.join(sorted(self.dropped_keys))}"
         if self.limit_hit:
             text += f", stopped at limit={self.rows_kept}"
+        if self.inner:
+            text += "; in the kept rows: " + ", ".join(f"{k} {n}" for k, n in sorted(self.inner.items()))
         return text
 
     def log(self, log: logging.Logger = logger) -> None:
@@ -235,6 +254,9 @@ def nothing_left(report: LoadReport) -> str:
     """The message for a load that kept no row: the counts and what to do."""
     if report.rows_read == 0:
         why = "The source has no rows; check the path and the split."
+    elif report.held_out:
+        why = ("Every good row belongs to the other part of the holdout split; check holdout.fraction and "
+               "holdout.part (and the skipped rows, if any).")
     else:
         why = "Every row was skipped; fix the rows (on_bad_row=error stops at the first bad one)."
     return f"Nothing is left to train on: {report.summary()}. {why}"

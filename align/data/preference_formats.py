@@ -21,9 +21,19 @@ Formats (one per dataset; every row must match it):
 * ``oasst``: OpenAssistant-style sibling replies ``{"prompt", "replies": [{"text", "rank"}]}``
   (rank 0 is the best, every rank from 0 to K - 1; a rank r becomes the score ``max(ranks) - r``), or ``"replies"`` as
   plain strings listed best first.
+* ``oasst_tree``: a whole OpenAssistant message tree ``{"prompt": {"role": "prompter", "text",
+  "replies": [...]}}`` (an export's row): one ranked list per group of two or more ranked sibling
+  assistant replies, walked by :mod:`align.data.trees`; ranks as in ``oasst`` among the ranked
+  replies of the group. A row gives several examples (a :class:`Groups`).
+* ``finegrained``: FineGrainedRLHF's long-form QA feedback (Wu et al. 2023, arXiv:2306.01693)
+  ``{"question", "prediction 1", ..., "prediction 4", "preference": [6 labels]}``, the labels for the
+  pairs (1,2), (1,3), (1,4), (2,3), (2,4), (3,4) in that order: 1 = the first is better, 2 = the
+  second, 0 = tie. One K = 4 list; each prediction's score is its wins plus half its ties over the
+  three pairs it is in (:func:`finegrained_scores`), so equal scores form tie groups. The prompt is
+  the question alone (see :func:`_finegrained`).
 
-A parser, ``PARSERS[format](raw, get, bad, report)``, reads one row into a :class:`Parsed` or
-raises ``bad(field, code, reason)``: ``get(name)`` returns a required field (raising
+A parser, ``PARSERS[format](raw, get, bad, report)``, reads one row into a :class:`Parsed` (a
+:class:`Groups` of them for ``oasst_tree``) or raises ``bad(field, code, reason)``: ``get(name)`` returns a required field (raising
 ``missing_field`` if absent), ``bad`` is the row's :class:`~align.data.checks.BadRow`, and
 messages are checked by :func:`~align.data.checks.check_messages`, which lists their dropped
 keys in ``report``. The checks common to all formats (last turn, duplicates, ties) and the
@@ -33,12 +43,14 @@ length checks are left to :mod:`align.data.preferences`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from align.data.checks import BadRow, check_messages, check_text, show
 from align.data.errors import LoadReport
 from align.data.hh import HHFormatError, looks_like_hh, split_hh_pair
+from align.data.trees import sibling_groups
 
 # InstructGPT ranks K = 4..9 replies per prompt (Ouyang et al. 2022, sec. 3.5); a ranked loss
 # over K replies costs K forward passes per prompt, so longer lists are refused, not truncated.
@@ -59,6 +71,17 @@ class Parsed:
     margin: float | None = None
     pair: bool = False  # chosen/rejected: a duplicate is "identical_responses"
     response_keys: set[str] = field(default_factory=set)  # extra keys inside list items
+    prompt_fields: list[str] | None = None  # each prompt message's field, when not prompt_field[i].content
+    within: str | None = None  # where in the row the list is, when a row holds several (a tree's group)
+
+
+@dataclass
+class Groups:
+    """A row that holds several ranked lists (an OpenAssistant tree): one :class:`Parsed` per list,
+    and the row's counts of what it left out (``groups_skipped/too_few_ranked``, ...)."""
+
+    parsed: list[Parsed]
+    counts: Counter
 
 
 # ----------------------------------------------------------------------------- field helpers
@@ -349,10 +372,86 @@ def _oasst(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Parsed:
     )
 
 
+def _oasst_tree(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Groups:
+    groups, counts = sibling_groups(get("prompt"), "prompt", bad, report)
+    parsed = []
+    for g in groups:
+        _items(g.replies, g.field, bad)  # K <= MAX_RESPONSES, else too_many_responses
+        ranks = [_rank(r["rank"], f"{at}.rank", bad, 0, len(g.replies)) for r, at in zip(g.replies, g.reply_fields)]
+        fields = [f"{at}.text" for at in g.reply_fields]
+        responses = [r["text"] for r in g.replies]  # checked non-blank by the walk
+        parsed.append(Parsed(
+            prompt=[dict(m) for m in g.prompt],
+            responses=responses,
+            scores=_scores_from_ranks(ranks),
+            fields=fields,
+            score_field=g.field,
+            prompt_field=g.prompt_fields[-1],
+            used={"prompt"},
+            prompt_fields=g.prompt_fields,
+            within=g.field,
+        ))
+    return Groups(parsed, counts)
+
+
+# FineGrainedRLHF's six pair labels, in order: (first, second) predictions, 0-based.
+FINEGRAINED_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+FINEGRAINED_LABELS = (0, 1, 2)  # tie, the first is better, the second is better
+
+
+def finegrained_scores(labels: list[int]) -> list[float]:
+    """Scores of the four predictions from the six pair labels: wins + 0.5 * ties (a Copeland score).
+
+    Each prediction is in three pairs, so its score is 0 to 3 in steps of 0.5; equal scores are
+    ties. In the shared dev file no pair label is ever contradicted by these scores (a label ``1``
+    with the first scored lower), but a cycle (1 > 2 > 3 > 1) scores its three predictions equal.
+
+    Example: labels ``[1, 1, 1, 0, 2, 2]``: 1 beats 2, 3, 4 (3.0); 2 ties 3 (0.5), loses to 4 (0.5);
+    3 ties 2, loses to 4 (0.5); 4 beats 2 and 3 (2.0): ``[3.0, 0.5, 0.5, 2.0]``, 2 and 3 tied.
+    """
+    scores = [0.0] * 4
+    for (i, j), label in zip(FINEGRAINED_PAIRS, labels):
+        if label == 0:
+            scores[i] += 0.5
+            scores[j] += 0.5
+        else:
+            scores[i if label == 1 else j] += 1.0
+    return scores
+
+
+def _finegrained(raw: Mapping, get, bad: BadRow, report: LoadReport) -> Parsed:
+    # The prompt is the question alone: the retrieved passages (median 2,900 characters, about 700
+    # tokens) would be repeated in each of the four sequences a K = 4 ranked loss scores, and leave
+    # no room under the shipped max_length of 512; they are listed in dropped_keys.
+    prompt = [{"role": "user", "content": check_text(get("question"), "question", bad)}]
+    fields = [f"prediction {i}" for i in range(1, 5)]
+    responses = [_response(get(at), at, bad) for at in fields]
+    labels = get("preference")
+    if not isinstance(labels, list):
+        raise bad("preference", "wrong_type", f"must be a list of 6 labels, got {show(labels)}")
+    if len(labels) != len(FINEGRAINED_PAIRS):
+        raise bad("preference", "length_mismatch", f"has {len(labels)} labels; one per pair (1,2), (1,3), (1,4), "
+                  "(2,3), (2,4), (3,4): 6")
+    checked = []
+    for n, label in enumerate(labels):
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise bad(f"preference[{n}]", "wrong_type", f"a label must be a whole number, got {show(label)}")
+        if label not in FINEGRAINED_LABELS:
+            raise bad(f"preference[{n}]", "bad_label", f"label {label} is not one of 0 (tie), 1 (the first is "
+                      "better), 2 (the second is better)")
+        checked.append(label)
+    used = {"question", *fields, "preference"}
+    return Parsed(prompt, responses, finegrained_scores(checked), fields, "preference", "question", used)
+
+
 PARSERS = {
     "pairwise": _pairwise,
     "ranked": _ranked,
     "hh": _hh,
     "ultrafeedback": _ultrafeedback,
     "oasst": _oasst,
+    "oasst_tree": _oasst_tree,
+    "finegrained": _finegrained,
 }

@@ -1,4 +1,4 @@
-"""Load ranked human preferences from any of five formats into one type, checking every row.
+"""Load ranked human preferences from any of seven formats into one type, checking every row.
 
 Every row becomes a :class:`RankedExample`: a conversational prompt ending with a user turn,
 K = 2..9 candidate replies, and their scores (higher is better, ties allowed). A pair is K = 2
@@ -6,13 +6,26 @@ with scores ``[1.0, 0.0]``. :mod:`align.data.pairs` turns ranked lists into pair
 
 Formats (one per dataset; every row must match it): ``pairwise`` (TRL's preference format,
 explicit or implicit prompt), ``ranked``, ``hh`` (Anthropic HH-RLHF transcripts),
-``ultrafeedback`` and ``oasst``; :mod:`align.data.preference_formats` describes each and holds
-its row parser.
+``ultrafeedback``, ``oasst``, ``oasst_tree`` (whole OpenAssistant message trees) and
+``finegrained`` (FineGrainedRLHF QA feedback); :mod:`align.data.preference_formats` describes
+each and holds its row parser.
 
-``format="auto"`` picks the format from the first row's keys: ``responses`` -> ranked,
-``completions`` -> ultrafeedback, ``replies`` -> oasst, ``chosen``/``rejected`` strings starting
-with ``"\\n\\nHuman:"`` (or ``"Human:"``, the blank line left out) -> hh, other
-``chosen``/``rejected`` -> pairwise. A row whose keys fit no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
+``format="auto"`` picks the format from the first row's keys: a ``prompt`` that is an object
+(a message with ``text`` or ``replies``) -> oasst_tree, ``prediction 1`` and ``preference`` ->
+finegrained, ``responses`` -> ranked, ``completions`` -> ultrafeedback, ``replies`` -> oasst,
+``chosen``/``rejected`` strings starting with ``"\\n\\nHuman:"`` (or ``"Human:"``, the blank line
+left out) -> hh, other ``chosen``/``rejected`` -> pairwise. A row whose keys fit no format is a bad row (``unknown_format``); with ``on_bad_row="skip"`` the next row decides.
+
+An ``oasst_tree`` row gives one example per ranked sibling group: the report's rows are the trees
+(``rows_read``, ``rows_kept``: trees with at least one group; a tree without one is skipped,
+``no_ranked_group``; a malformed message anywhere makes the whole tree a bad row), and
+``report.inner`` counts the groups: ``groups`` (kept examples), ``groups_skipped/too_few_ranked``,
+``groups_skipped/too_long``, ``replies_unranked`` and ``replies_synthetic`` (see
+:mod:`align.data.trees`). ``limit`` and the length rule apply to each group.
+
+Holdout: with ``holdout`` (:mod:`align.data.holdout`), a good row whose prompt's first user turn
+hashes to the other part is left out and counted in ``report.held_out``; a tree goes whole to one
+part (its root is every group's first turn).
 
 Bad rows (:class:`~align.data.errors.DataError`, counted by code with ``on_bad_row="skip"``),
 besides the message checks of :mod:`align.data.checks` (``wrong_type``, ``missing_field``,
@@ -20,7 +33,8 @@ besides the message checks of :mod:`align.data.checks` (``wrong_type``, ``missin
 two replies are the same), ``duplicate_responses`` (two replies of a ranked list have the same
 text, whatever their scores: the list is likely built wrong), ``too_few_responses``,
 ``too_many_responses`` (K outside 2..9), ``length_mismatch``, ``all_tied``, ``bad_score`` (not
-finite), ``bad_rank``, ``conflicting_fields`` (both ranks and scores), ``last_not_user`` (the
+finite), ``bad_rank``, ``bad_label`` (a FineGrainedRLHF label not 0, 1 or 2), ``wrong_role`` (tree
+roles out of turn), ``conflicting_fields`` (both ranks and scores), ``last_not_user`` (the
 prompt does not end with a user turn), ``prompt_mismatch``, ``mixed_formats`` (a pair's
 chosen is a message list and its rejected a string, or the reverse), ``diverges_early``, the HH
 transcript codes, and, with a ``tokenizer``, ``control_token`` (a prompt or reply holding one of
@@ -49,11 +63,12 @@ from align.data.checks import (
 )
 from align.data.errors import DataError, LoadReport, nothing_left
 from align.data.hh import looks_like_hh
-from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Parsed  # noqa: F401 - re-exported
-from align.data.rows import check_rows
+from align.data.holdout import Holdout, as_holdout, held_out
+from align.data.preference_formats import MAX_RESPONSES, MIN_RESPONSES, PARSERS, Groups, Parsed  # noqa: F401 - re-exported
+from align.data.rows import HELD_OUT, HeldOut, Several, Skip, check_rows
 from align.data.source import describe_source
 
-FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst")
+FORMATS = ("pairwise", "ranked", "hh", "ultrafeedback", "oasst", "oasst_tree", "finegrained")
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,8 @@ class RankedExample:
         prompt: Messages ``{"role", "content"}``, ending with a user turn (multi-turn kept).
         responses: The K candidate final assistant replies.
         scores: One per response; higher is better; equal scores are ties.
-        origin: Where the row came from, e.g. ``data/prefs.jsonl, line 17``.
+        origin: Where the row came from, e.g. ``data/prefs.jsonl, line 17`` (and, for a tree's
+            group, the group: ``..., line 17, prompt.replies[0].replies``).
         margin: The row's ``margin`` (pairwise format, TRL's reward-loss margin), else ``None``.
         sources: Where each response comes from, e.g. ``policy`` or ``perturb:<mode>`` (the
             ``sources`` column of ``make prefs``), when the row has one string per response;
@@ -92,6 +108,7 @@ def load_preferences(
     limit: int | None = None,
     load_kwargs: dict | None = None,
     config_prefix: str = "",
+    holdout: Holdout | Mapping | None = None,
 ) -> tuple[list[RankedExample], LoadReport]:
     """Load and check a preference dataset; return ranked examples and a load report.
 
@@ -114,9 +131,14 @@ def load_preferences(
         load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
         config_prefix: Where the caller's config holds these options (``"data."`` in a stage),
             so error hints name the override that works (``data.on_bad_row=skip``).
+        holdout: Keep one part of a hash split of the source by prompt
+            (:mod:`align.data.holdout`): a :class:`~align.data.holdout.Holdout` or a mapping
+            ``{"fraction": 0.1, "part": "train"}`` (a stage's ``data.train.holdout``); ``None``
+            keeps every row.
 
     Returns:
-        ``(examples, report)``: the :class:`RankedExample` list and the :class:`LoadReport`.
+        ``(examples, report)``: the :class:`RankedExample` list (a tree's groups in depth-first
+        order) and the :class:`LoadReport`.
 
     Raises:
         DataError: A bad row with ``on_bad_row="error"``, or a too-long example with
@@ -126,7 +148,7 @@ def load_preferences(
     """
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
-    state = _State(None if format == "auto" else format, control_tokens(tokenizer))
+    state = _State(None if format == "auto" else format, control_tokens(tokenizer), as_holdout(holdout))
 
     def too_long(item: tuple[RankedExample, list[str]], bad: BadRow) -> DataError | None:
         n, at = _longest(tokenizer, *item)
@@ -158,16 +180,19 @@ def load_preferences(
 class _State:
     """What the rows seen so far fixed: the format, and where it came from."""
 
-    def __init__(self, format: str | None, control=None) -> None:  # noqa: A002
+    def __init__(self, format: str | None, control=None, holdout: Holdout | None = None) -> None:  # noqa: A002
         self.format = format
         self.origin = "as passed in format=" if format else None
         self.control = control  # the tokenizer's control tokens (checks.control_tokens)
+        self.holdout = holdout
 
 
-def _check_row(
-    raw: Mapping, bad: BadRow, state: _State, report: LoadReport
-) -> tuple[RankedExample, list[str]]:
-    """The row as a :class:`RankedExample` with each response's field; or raise ``bad(...)``."""
+Item = tuple[RankedExample, list[str]]  # an example with each response's field
+
+
+def _check_row(raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> Item | Skip | HeldOut | Several[Item]:
+    """The row as a :class:`RankedExample` with each response's field (several, for a tree); or
+    raise ``bad(...)``."""
     assert isinstance(raw, Mapping), type(raw)  # iter_rows yields only objects
     if state.format is None:
         state.format = _detect(raw, bad)
@@ -185,9 +210,27 @@ def _check_row(
         return raw[name]
 
     parsed = PARSERS[fmt](raw, get, bad, report)
+    if isinstance(parsed, Groups):
+        if not parsed.parsed:
+            skipped = parsed.counts["groups_skipped/too_few_ranked"]
+            reason = (f"the tree has no prompter message with two or more ranked assistant replies ({skipped} with "
+                      "fewer than two ranked)")
+            return Skip(bad("prompt", "no_ranked_group", reason))
+        items = [_example(p, raw, bad, state, report) for p in parsed.parsed]
+        if held_out(state.holdout, items[0][0].prompt):  # the root: the whole tree goes to one part
+            return HELD_OUT
+        return Several(items, "group", parsed.counts)
+    item = _example(parsed, raw, bad, state, report)
+    return HELD_OUT if held_out(state.holdout, item[0].prompt) else item
+
+
+def _example(parsed: Parsed, raw: Mapping, bad: BadRow, state: _State, report: LoadReport) -> Item:
+    """One parsed list as a checked :class:`RankedExample` with each response's field."""
     _check_common(parsed, bad)
     listed = isinstance(raw.get(parsed.prompt_field), list)
-    prompt_fields = [f"{parsed.prompt_field}[{i}].content" if listed else parsed.prompt_field for i in range(len(parsed.prompt))]
+    prompt_fields = parsed.prompt_fields or [
+        f"{parsed.prompt_field}[{i}].content" if listed else parsed.prompt_field for i in range(len(parsed.prompt))
+    ]
     texts = [*zip(prompt_fields, (m["content"] for m in parsed.prompt)), *zip(parsed.fields, parsed.responses)]
     check_control_tokens(texts, state.control, bad)
     sources = _sources(raw.get("sources"), len(parsed.responses))
@@ -197,7 +240,7 @@ def _check_row(
         prompt=parsed.prompt,
         responses=parsed.responses,
         scores=parsed.scores,
-        origin=f"{bad.where}, {bad.at()}",
+        origin=f"{bad.where}, {bad.at()}" + (f", {parsed.within}" if parsed.within else ""),
         margin=parsed.margin,
         sources=sources,
     )
@@ -216,6 +259,11 @@ def _sources(value: object, k: int) -> list[str] | None:
 
 
 def _detect(raw: Mapping, bad: BadRow) -> str:
+    root = raw.get("prompt")
+    if isinstance(root, Mapping) and ("text" in root or "replies" in root):
+        return "oasst_tree"
+    if "prediction 1" in raw and "preference" in raw:
+        return "finegrained"
     if "responses" in raw:
         return "ranked"
     if "completions" in raw:
@@ -228,7 +276,8 @@ def _detect(raw: Mapping, bad: BadRow) -> str:
         None,
         "unknown_format",
         f"cannot tell the preference format from the row's keys {sorted(raw)}; expected "
-        "'chosen' and 'rejected', 'responses', 'completions' or 'replies'",
+        "'chosen' and 'rejected', 'responses', 'completions' or 'replies', a message tree in 'prompt' "
+        "(OpenAssistant), or 'prediction 1'..'prediction 4' and 'preference' (FineGrainedRLHF)",
         "Rename the columns, pass format= explicitly, or pass on_bad_row=skip to skip bad rows.",
     )
 

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from align.data.checks import BadRow, check_control_tokens, check_messages, control_tokens
 from align.data.errors import BAD_ROW_MODES, LoadReport, check_choice, check_positive
 from align.data.hh import HHFormatError, hh_to_messages
-from align.data.rows import check_rows
+from align.data.holdout import Holdout, as_holdout, held_out
+from align.data.rows import HELD_OUT, HeldOut, check_rows
 from align.data.source import describe_source
 
 PROMPT_TOO_LONG_MODES = ("error", "skip")
@@ -56,6 +57,7 @@ def load_prompts(
     on_bad_row: str = "error",
     tokenizer=None,
     config_prefix: str = "",
+    holdout: Holdout | Mapping | None = None,
 ) -> tuple[list[str], LoadReport]:
     """Read prompts from ``source`` (a JSONL file or anything ``iter_rows`` reads).
 
@@ -71,6 +73,8 @@ def load_prompts(
             a bad row (``control_token``). ``None`` checks nothing.
         config_prefix: Where the caller's config holds ``on_bad_row`` (``"data."`` in a stage),
             so error hints name the override that works.
+        holdout: Keep one part of a hash split of the source by prompt (:mod:`align.data.holdout`):
+            a :class:`~align.data.holdout.Holdout` or a mapping ``{"fraction", "part"}``.
 
     Returns:
         ``(prompts, report)``: the prompts in source order (strings; a :class:`ChatPrompt` for
@@ -85,8 +89,9 @@ def load_prompts(
     check_positive("limit", limit)
     report = LoadReport(describe_source(source, split))
     control = control_tokens(tokenizer)
+    holdout = as_holdout(holdout)
 
-    def check(raw: Mapping, bad: BadRow) -> str:
+    def check(raw: Mapping, bad: BadRow) -> str | HeldOut:
         key = next((k for k in (field, "messages", "chosen") if k in raw), field)
         value = raw.get(key)
         if key == "chosen" and isinstance(value, str):  # an HH-RLHF pair: its turns before the final reply
@@ -102,12 +107,12 @@ def load_prompts(
             prompt, texts = value, [(key, value)]
         check_control_tokens(texts, control, bad)
         report.dropped_keys.update(k for k in raw if k != key)
-        return prompt
+        return HELD_OUT if held_out(holdout, value) else prompt
 
     prompts = check_rows(source, split, check, report, on_bad_row=on_bad_row, limit=limit, desc="Reading",
                          config_prefix=config_prefix)
     if not prompts:
-        skipped = f" ({report.summary()})" if report.rows_skipped else ""
+        skipped = f" ({report.summary()})" if report.rows_skipped or report.held_out else ""
         raise ValueError(f"{source}: no prompts found.{skipped}")
     return prompts, report
 

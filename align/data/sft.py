@@ -58,7 +58,8 @@ from align.data.checks import (
 )
 from align.data.errors import DataError, LoadReport, json_type, nothing_left
 from align.data.hh import HHFormatError, hh_to_messages, looks_like_hh
-from align.data.rows import check_rows
+from align.data.holdout import Holdout, as_holdout, held_out
+from align.data.rows import HELD_OUT, HeldOut, check_rows
 from align.data.source import describe_source
 
 FORMATS = ("messages", "prompt_completion", "text", "alpaca", "sharegpt", "hh")
@@ -79,6 +80,7 @@ def load_sft_dataset(
     limit: int | None = None,
     load_kwargs: dict | None = None,
     config_prefix: str = "",
+    holdout: Holdout | Mapping | None = None,
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Load and check an SFT dataset; return it with a report of what was kept and skipped.
 
@@ -103,6 +105,9 @@ def load_sft_dataset(
         load_kwargs: Extra arguments for ``datasets.load_dataset`` (e.g. ``{"name": ...}``).
         config_prefix: Where the caller's config holds these options (``"data."`` in a stage),
             so error hints name the override that works (``data.on_bad_row=skip``).
+        holdout: Keep one part of a hash split of the source (:mod:`align.data.holdout`; the key
+            is the first user message, the prompt of a prompt/completion row, or a text row's
+            text): a :class:`~align.data.holdout.Holdout` or a mapping ``{"fraction", "part"}``.
 
     Returns:
         ``(dataset, report)``: a ``datasets.Dataset`` with only the format's columns, and the
@@ -117,6 +122,11 @@ def load_sft_dataset(
     check_load_args(format, FORMATS, on_bad_row, on_too_long, max_length, limit, tokenizer)
     report = LoadReport(describe_source(source, split, data_files))
     state = SFTRowState(format=None if format == "auto" else format, tokenizer=tokenizer)
+    holdout = as_holdout(holdout)
+
+    def check(raw: Mapping, bad: BadRow) -> dict | HeldOut:
+        clean = check_sft_row(raw, bad, state, report)
+        return HELD_OUT if held_out(holdout, _split_key(clean)) else clean
 
     def too_long(clean: dict, bad: BadRow) -> DataError | None:
         n = _token_length(tokenizer, clean)
@@ -128,7 +138,7 @@ def load_sft_dataset(
     rows = check_rows(
         source,
         split,
-        lambda raw, bad: check_sft_row(raw, bad, state, report),
+        check,
         report,
         data_files=data_files,
         on_bad_row=on_bad_row,
@@ -361,6 +371,11 @@ def _check_prompt_completion(
         f"the prompt is a JSON {json_type(prompt)} but the completion is a JSON "
         f"{json_type(completion)}; both must be strings or both lists of messages",
     )
+
+
+def _split_key(row: dict) -> str | list[dict]:
+    """What a clean row's holdout key is read from: its messages, prompt, or text."""
+    return row.get("messages") or row.get("prompt") or row["text"]
 
 
 def _length_field(row: dict) -> str:

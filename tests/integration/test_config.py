@@ -13,8 +13,9 @@ from tests.conftest import CONF, REPO, compose_stage, stage_env
 
 STAGES = ["pretrain", "sft", "prefs", "rm", "ppo", "dpo", "eval"]
 DATA_FOR = {"pretrain": {"farm_text"}, "sft": {"farm_sft", "hub_sft"}, "prefs": set(),
-            "rm": {"farm_prefs", "prefs_small", "hh_rlhf"}, "ppo": {"farm_prompts"},
-            "dpo": {"farm_prefs", "prefs_small", "hh_rlhf"}, "eval": set()}
+            "rm": {"farm_prefs", "prefs_small", "hh_rlhf", "hh_rlhf_1312", "oasst_trees", "finegrained_qa"},
+            "ppo": {"farm_prompts"},
+            "dpo": {"farm_prefs", "prefs_small", "hh_rlhf", "hh_rlhf_1312", "oasst_trees", "finegrained_qa"}, "eval": set()}
 GROUPS = ["model", "peft", "logger", "deepspeed", "data", "debug", "experiment"]
 
 
