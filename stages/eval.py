@@ -34,6 +34,7 @@ from transformers import set_seed
 from align.cli import stage_main
 from align.config import begin_stage, open_tracker, to_plain
 from align.data import load_prompts
+from align.data.holdout import prompt_parts
 from align.eval.plots import (
     FRONTIER_PNG,
     OVEROPT_PNG,
@@ -66,7 +67,7 @@ def run(cfg: DictConfig) -> float:
 
     # 2. Prompts, and the oracle.
     prompts, prompt_report = load_prompts(cfg.data.prompts, limit=cfg.data.num_prompts, on_bad_row=cfg.data.on_bad_row,
-                                          config_prefix="data.")
+                                          holdout=prompt_parts(cfg.data.get("holdout"))("validation"), config_prefix="data.")
     gold, gold_note = _gold_applies(cfg.gold, prompts)
     log.info("%d prompts from %s; gold: %s", len(prompts), cfg.data.prompts, gold_note)
 

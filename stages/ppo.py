@@ -53,6 +53,7 @@ from omegaconf import DictConfig
 from align.cli import stage_main
 from align.config import begin_stage, open_tracker, resume_state, to_plain
 from align.data import load_prompts, tokenize_prompts
+from align.data.holdout import prompt_parts
 from align.distributed import is_main_process, zero_stage
 from align.errors import CheckpointError, NonFiniteError
 from align.generation import chat_prompt_ids
@@ -115,15 +116,18 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"The reward model {rm_path} has a different tokenizer from the policy {policy_path}; "
                          "PPO scores the policy's tokens directly. Train the RM from the SFT model (the default).")
     prompt_kw = dict(on_bad_row=cfg.data.on_bad_row, tokenizer=tokenizer, config_prefix="data.")
-    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit, **prompt_kw)
+    part = prompt_parts(cfg.data.get("holdout"))
+    train_prompts, train_report = load_prompts(cfg.data.train, limit=cfg.data.limit, holdout=part("train"), **prompt_kw)
     train_prompts, train_ids, train_report = tokenize_prompts(tokenizer, train_prompts, cfg.max_prompt_length,
                                                               cfg.on_too_long, cfg.data.train, train_report)
     skipped = train_report.skipped["too_long"]
-    val_prompts, val_report = (load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts, **prompt_kw) if cfg.eval.every
+    val_prompts, val_report = (load_prompts(cfg.data.validation, limit=cfg.eval.num_prompts, holdout=part("validation"),
+                                            **prompt_kw) if cfg.eval.every
                                else ([], None))
     val_ids = [chat_prompt_ids(tokenizer, q) for q in val_prompts]
     gold = cfg.data.gold == "farm"
-    test_prompts, test_report = (load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts, **prompt_kw)
+    test_prompts, test_report = (load_prompts(cfg.data.test, limit=cfg.eval.num_test_prompts, holdout=part("validation"),
+                                              **prompt_kw)
                                  if cfg.eval.final else ([], None))
     ptx, ptx_report = _ptx_batches(cfg, tokenizer) if p.ptx_coef > 0 else (None, None)
     log.info("%d train prompts (%d too long, skipped), %d monitoring prompts, %d test prompts", len(train_ids), skipped,

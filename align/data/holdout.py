@@ -95,3 +95,20 @@ def as_holdout(value: Holdout | Mapping | None) -> Holdout | None:
 def held_out(holdout: Holdout | None, prompt: str | list[dict]) -> bool:
     """True when a good row with this prompt belongs to the other part of ``holdout`` (``None``: never)."""
     return holdout is not None and not holdout.keeps(prompt_key(prompt))
+
+
+def prompt_parts(value: Mapping | None):
+    """For a prompt set split by ``data.holdout: {fraction}`` (ppo, eval): ``part(name)`` is the
+    :class:`Holdout` that keeps that part (``None`` when the config has no holdout).
+
+    Raises:
+        ValueError: ``holdout`` has keys other than ``fraction`` (the part follows from the split read).
+    """
+    if value is None:
+        return lambda part: None
+    value = dict(value)
+    if set(value) != {"fraction"}:
+        raise ValueError(f"data.holdout has keys {sorted(value)}; a prompt set takes only its fraction, e.g. "
+                         "data.holdout={fraction: 0.1}: train prompts come from the train part, validation and "
+                         "test prompts from the held-out part.")
+    return lambda part: Holdout(value["fraction"], part)

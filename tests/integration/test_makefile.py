@@ -80,3 +80,13 @@ def test_pipeline_continues_from_the_last_complete_stage_and_force_reruns(tmp_pa
         import shutil
 
         shutil.rmtree(REPO / "outputs" / run)
+
+
+def test_a_recipe_runs_its_own_stages_each_with_its_config():
+    lines = _dry("pipeline", "RECIPE=hh", "RUN=dry-run-recipe-test")
+    assert _order(lines) == ["sft", "rm", "ppo", "dpo", "eval"]  # no pretrain, no prefs: HH-RLHF is the data
+    for line in lines:
+        stage = line.split("stages/")[1].split(".py")[0]
+        assert f"experiment=hh/{stage}" in line and "run=dry-run-recipe-test" in line
+    bad = subprocess.run(["make", "-n", "pipeline", "RECIPE=nope"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "RECIPE=nope: no conf/experiment/nope/recipe.mk; recipes: hh" in bad.stderr
