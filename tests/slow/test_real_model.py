@@ -62,7 +62,7 @@ def test_recipe_hh_runs_every_stage_on_the_real_model(run):
     assert dpo["data/train/rows_kept"] == rm["data/train/rows_kept"]
 
     from peft import AutoPeftModelForCausalLM
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Every final/ loads plainly; LoRA targeted the Llama projections.
     adapter = json.loads((run / "sft" / "final" / "adapter_config.json").read_text())
