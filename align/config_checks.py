@@ -140,8 +140,8 @@ RULES: list[tuple[str, tuple[Callable[[float], bool], str]]] = [
 NULLABLE = {"ppo.no_eos_penalty"}
 
 # Groups not compared with the default: trainer.* has its own check; the rest are free-form
-# (DeepSpeed JSON, PEFT constructor arguments, Hydra's own settings, extra policy names).
-FREE_FORM = {"trainer", "hydra", "deepspeed.config", "peft.config", "extra_policies", "resume_allow"}
+# (DeepSpeed JSON, PEFT constructor arguments incl. ppo.lora, Hydra's own settings, extra policy names).
+FREE_FORM = {"trainer", "hydra", "deepspeed.config", "peft.config", "ppo.lora", "extra_policies", "resume_allow"}
 
 
 def check_config(cfg) -> None:
