@@ -105,3 +105,22 @@ def test_rm_cli_on_hh_rlhf_pairs_without_gold(tiny_sft, tmp_path):
     assert "gold/accuracy" not in m and 0.0 <= m["eval/accuracy"] <= 1.0
     assert m["data/train/rows_kept"] == 32 and m["data/validation/rows_skipped"] == 1  # line 87: empty reply
     assert m["train/truncated_sequences"] > 0 and m["data/train/rows_truncated"] > 0
+
+
+SHARED = HH.parent
+
+
+@pytest.mark.skipif(not (SHARED / "oasst_en_100_tree.jsonl").exists(), reason="../shared/data is not beside the repository")
+@pytest.mark.parametrize("data,train_kept,val_kept,val_held_out", [
+    ("oasst_trees", 16, 40, 81),  # K-wise groups of OpenAssistant trees; validation: 19 held-out trees, 40 groups
+    ("finegrained_qa", 16, 61, 427),  # K = 4 lists with tie groups
+])
+def test_rm_cli_on_a_shared_file_split_by_holdout(tiny_sft, tmp_path, data, train_kept, val_kept, val_held_out):
+    # One file, two loads: the stage passes data.<split>.holdout; the ranked loss trains on tie groups.
+    out = tmp_path / data
+    run_stage_cli("rm", tiny_sft["common"] + RM_FAST + [f"output_dir={out}", f"data={data}", "rm.gold=null",
+                                                        "data.limit=16", "data.max_length=256"])
+    m = json.loads((out / "metrics.json").read_text())
+    unit = "groups" if data == "oasst_trees" else "rows_kept"
+    assert m[f"data/train/{unit}"] == train_kept and m[f"data/validation/{unit}"] == val_kept
+    assert m["data/validation/rows_held_out"] == val_held_out and 0.0 <= m["eval/accuracy"] <= 1.0

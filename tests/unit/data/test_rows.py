@@ -6,7 +6,17 @@ from collections import Counter
 
 import pytest
 
-from align.data import DataError, Skip, check_rows, load_preferences, load_prompts, load_sft_dataset, load_text_dataset
+from align.data import (
+    HELD_OUT,
+    DataError,
+    Several,
+    Skip,
+    check_rows,
+    load_preferences,
+    load_prompts,
+    load_sft_dataset,
+    load_text_dataset,
+)
 from align.data.errors import LoadReport
 from align.ppo.ptx import load_demonstrations
 from tests.unit.data.helpers import write_lines
@@ -113,3 +123,39 @@ def test_loop_too_long_hook_follows_on_too_long(tmp_path):
     assert kept == [3, 4] and report.skipped == Counter({"too_long": 1}) and report.rows_read == 3
     with pytest.raises(DataError, match=r"line 2, field 'n': 50 > 10"):
         run(path, too_long=too_long, on_too_long="error")
+
+
+def check_items(raw, bad):
+    """``{"n": ...}`` as in check_number; ``{"ns": [...]}`` a row of several items; ``{"out": n}`` held out."""
+    if "out" in raw:
+        return HELD_OUT
+    if "ns" in raw:
+        return Several(raw["ns"], "number", Counter(numbers_seen=len(raw["ns"])))
+    return check_number(raw, bad)
+
+
+def test_loop_counts_held_out_rows_apart(tmp_path):
+    path = write_lines(tmp_path / "n.jsonl", [{"n": 3}, {"out": 1}, {"n": -1}, {"out": 2}, {"n": 4}])
+    report = LoadReport(str(path))
+    kept = check_rows(str(path), "train", check_items, report, on_bad_row="skip")
+    assert kept == [3, 4] and report.held_out == 2 and report.skipped == Counter(negative=1)
+    assert report.rows_read == 5 == report.rows_kept + report.rows_skipped + report.held_out
+    assert report.as_metrics()["data/rows_held_out"] == 2
+
+
+def test_loop_keeps_the_items_of_a_several_row_one_by_one(tmp_path):
+    path = write_lines(tmp_path / "n.jsonl", [{"ns": [1, 50, 2]}, {"n": 3}, {"ns": [60, 70]}, {"ns": [5, 6]}])
+
+    def too_long(n, bad):
+        return bad("n", "too_long", f"{n} > 10") if n > 10 else None
+
+    report = LoadReport(str(path))
+    kept = check_rows(str(path), "train", check_items, report, too_long=too_long, on_too_long="skip")
+    # Row 1 kept without 50; row 3 has no item left: a skipped row. Counts of kept Several rows only.
+    assert kept == [1, 2, 3, 5, 6]
+    assert (report.rows_read, report.rows_kept, report.skipped) == (4, 3, Counter(too_long=1))
+    assert report.inner == Counter(numbers=4, numbers_seen=5, **{"numbers_skipped/too_long": 3})
+    assert report.as_metrics()["data/numbers_skipped/too_long"] == 3
+    report = LoadReport(str(path))
+    kept = check_rows(str(path), "train", check_items, report, limit=2)  # the limit counts items
+    assert kept == [1, 50] and report.limit_hit and report.rows_read == 1 and report.inner["numbers"] == 2
