@@ -39,6 +39,17 @@ def write_metrics(out_dir: str | Path, metrics: Mapping[str, object]) -> Path:
     Raises:
         TypeError: If a value is nested or not JSON-serialisable (the contract is a flat dict).
     """
+    path = Path(out_dir) / METRICS
+    atomic_write_text(path, metrics_text(metrics))
+    return path
+
+
+def metrics_text(metrics: Mapping[str, object]) -> str:
+    """The JSON text :func:`write_metrics` writes: keys sorted, NaN/inf as null.
+
+    Raises:
+        TypeError: If a value is nested or not JSON-serialisable.
+    """
     flat = {}
     for key, value in metrics.items():
         if hasattr(value, "item"):  # torch / numpy scalars
@@ -48,9 +59,7 @@ def write_metrics(out_dir: str | Path, metrics: Mapping[str, object]) -> Path:
         if isinstance(value, float) and not math.isfinite(value):
             value = None  # JSON has no NaN/inf; null says "not measurable" honestly
         flat[key] = value
-    path = Path(out_dir) / METRICS
-    atomic_write_text(path, json.dumps(dict(sorted(flat.items())), indent=2) + "\n")
-    return path
+    return json.dumps(dict(sorted(flat.items())), indent=2) + "\n"
 
 
 def read_metrics(stage_dir: str | Path) -> dict:

@@ -54,11 +54,11 @@ from align.rm.model import (
     RankedCollator,
     RankedRewardTrainer,
     add_readout_layers,
-    score_responses,
+    score_lists,
     tokenize_ranked,
     tokenize_response,
 )
-from align.rm.report import apply_gate, report_card
+from align.rm.report import apply_gate, policy_mask, report_card
 from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.rm")
@@ -143,13 +143,10 @@ def run(cfg: DictConfig) -> float:
     rm_model = save_reward_model(trained, tokenizer, out_dir, cfg.peft.method)
 
     # 6. Report card on the held-out lists.
-    rewards, lengths = [], []
-    for ex in val_ex:
-        rewards.append(score_responses(rm_model, tokenizer, ex.prompt, ex.responses, cfg.data.max_length, cfg.rm.eval_batch_size))
-        lengths.append([len(tokenize_response(tokenizer, [], r, None)[0]) for r in ex.responses])
+    rewards, lengths = score_lists(rm_model, tokenizer, val_ex, cfg.data.max_length, cfg.rm.eval_batch_size)
     gold = [[gold_score(ex.prompt[-1]["content"], r) for r in ex.responses] for ex in val_ex] if cfg.rm.gold == "farm" else None
     metrics = report_card(rewards, [list(ex.scores) for ex in val_ex], lengths, out_dir, gold=gold,
-                          policy_mask=_policy_mask(val_ex))
+                          policy_mask=policy_mask(val_ex))
     metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
     write_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
     metrics.update({
@@ -212,15 +209,6 @@ def _pairwise_trainer(cfg, model, tokenizer, examples, common, peft_config):
         raise RuntimeError(f"RewardTrainer kept {len(trainer.train_dataset)} of {len(rows)} pairs.")
     log.info("pairwise: %d pairs from %d ranked lists (rule %s)", len(rows), len(examples), cfg.rm.pair_rule)
     return trainer, n_truncated, sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
-
-
-def _policy_mask(examples) -> list[list[bool]] | None:
-    """Which held-out responses were sampled from the policy (``RankedExample.sources``, the
-    ``sources`` column of ``make prefs``); ``None`` unless every list has sources and one is ``policy``."""
-    if any(ex.sources is None for ex in examples):
-        return None
-    masks = [[s == "policy" for s in ex.sources] for ex in examples]
-    return masks if any(any(m) for m in masks) else None
 
 
 main = stage_main("rm", run)

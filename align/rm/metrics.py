@@ -25,7 +25,54 @@ def pairwise_accuracy(chosen: ArrayLike, rejected: ArrayLike) -> float:
         rejected: ``[N]`` rewards of the dispreferred responses.
     """
     c, r = _pair("pairwise_accuracy", chosen, rejected)
-    return ((c > r).double() + 0.5 * (c == r).double()).mean().item()
+    return _credit(c, r).mean().item()
+
+
+def pair_credit(chosen: ArrayLike, rejected: ArrayLike) -> Tensor:
+    """``[N]`` float64 credit of each pair: 1 if ``chosen > rejected``, 1/2 for a tie, else 0.
+
+    :func:`pairwise_accuracy` is its mean; per-list sums feed :func:`list_bootstrap_interval`.
+    """
+    c, r = _pair("pair_credit", chosen, rejected)
+    return _credit(c, r)
+
+
+def list_bootstrap_interval(credit: ArrayLike, pairs: ArrayLike, level: float = 0.95, n_resamples: int = 2000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a pooled pairwise accuracy, resampling whole ranked lists.
+
+    The pairs of one list share a prompt and responses, so they are not independent: an interval
+    over pairs (Wilson, or a bootstrap of pairs) is too narrow for K > 2. This resamples the ``L``
+    lists with replacement (the cluster bootstrap, Field & Welsh 2007) and takes the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of ``sum(credit) / sum(pairs)`` over the
+    resamples (the percentile interval, Efron & Tibshirani 1993, ch. 13). Seeded: the same data
+    give the same interval.
+
+    Args:
+        credit: ``[L]`` each list's summed pair credit (:func:`pair_credit` summed over its pairs).
+        pairs: ``[L]`` each list's number of pairs, all > 0.
+        level: Coverage, in (0, 1).
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling generator.
+
+    Returns:
+        ``(low, high)``.
+    """
+    c, n = _pair("list_bootstrap_interval", credit, pairs)
+    if (n <= 0).any() or (c < 0).any() or (c > n).any():
+        raise ValueError("list_bootstrap_interval: every list needs pairs > 0 and 0 <= credit <= pairs.")
+    if not 0 < level < 1 or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"list_bootstrap_interval: level must be in (0, 1) and n_resamples >= 1, got {level}, "
+                         f"{n_resamples}.")
+    g = torch.Generator().manual_seed(seed)
+    chunk = max(1, 2**22 // c.numel())  # resamples per draw: about 4M indices in memory at a time
+    stats = []
+    for start in range(0, n_resamples, chunk):
+        idx = torch.randint(c.numel(), (min(chunk, n_resamples - start), c.numel()), generator=g)  # [b, L]
+        stats.append(c[idx].sum(-1) / n[idx].sum(-1))
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(torch.cat(stats), q).tolist()
+    return low, high
 
 
 def mean_margin(chosen: ArrayLike, rejected: ArrayLike) -> float:
@@ -197,6 +244,10 @@ def _vec(name: str, x: ArrayLike) -> Tensor:
     if t.ndim != 1 or t.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty 1-D sequence, got shape {tuple(t.shape)}.")
     return t
+
+
+def _credit(c: Tensor, r: Tensor) -> Tensor:
+    return (c > r).double() + 0.5 * (c == r).double()
 
 
 def _pair(name: str, a: ArrayLike, b: ArrayLike) -> tuple[Tensor, Tensor]:

@@ -271,6 +271,34 @@ def score_responses(
     return score_batch(model, tokenizer, [(prompt, r) for r in responses], max_length, batch_size)
 
 
+def score_lists(
+    model, tokenizer: PreTrainedTokenizerBase, examples: list[RankedExample], max_length: int | None = None,
+    batch_size: int = 64, desc: str = "Scoring",
+) -> tuple[list[list[float]], list[list[int]]]:
+    """Each list's rewards and its responses' lengths in tokens, as :func:`align.rm.report.report_card` takes them.
+
+    Every (prompt, response) of every list is scored in batches of ``batch_size`` across lists
+    (:func:`score_batch`; left-truncated to ``max_length``). A length is the response's own
+    tokens (alone in the chat template, untruncated): the length the RM could be biased by. The
+    ``rm`` stage's report card and ``python -m align.rm.score`` both go through here.
+
+    Returns:
+        ``(rewards, lengths)``, one list of K floats / ints per example.
+    """
+    from tqdm.auto import tqdm
+
+    flat = [(ex.prompt, r) for ex in examples for r in ex.responses]
+    scores: list[float] = []
+    for start in tqdm(range(0, len(flat), batch_size), desc=desc, unit=" batches", leave=False, disable=None):
+        scores.extend(score_batch(model, tokenizer, flat[start : start + batch_size], max_length, batch_size))
+    rewards, lengths, at = [], [], 0
+    for ex in examples:
+        rewards.append(scores[at : at + len(ex.responses)])
+        lengths.append([len(tokenize_response(tokenizer, [], r, None)[0]) for r in ex.responses])
+        at += len(ex.responses)
+    return rewards, lengths
+
+
 @torch.no_grad()
 def score_batch(
     model, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[list[dict], str]],

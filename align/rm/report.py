@@ -16,7 +16,9 @@ import torch
 from align.rm.metrics import (
     expected_calibration_error,
     length_correlation,
+    list_bootstrap_interval,
     mean_margin,
+    pair_credit,
     pairwise_accuracy,
     reliability_diagram,
     reward_stats,
@@ -55,7 +57,7 @@ def report_card(
     rewards: list[list[float]],
     labels: list[list[float]],
     lengths: list[list[int]],
-    out_dir: Path,
+    out_dir: Path | None,
     gold: list[list[float]] | None = None,
     policy_mask: list[list[bool]] | None = None,
 ) -> dict[str, float]:
@@ -65,7 +67,7 @@ def report_card(
         rewards: Reward-model scores, one list per prompt.
         labels: Annotator scores (higher is better), same shapes.
         lengths: Response lengths in tokens, same shapes.
-        out_dir: Where the PNGs go.
+        out_dir: Where the PNGs go; None draws none (``python -m align.rm.score`` without ``--out``).
         gold: Gold scores, same shapes, or None without an oracle.
         policy_mask: True where a response was sampled from the policy; ``reward/mean`` and
             ``reward/std`` are computed on those (what PPO will see), else on every response.
@@ -80,7 +82,8 @@ def report_card(
         raise ValueError("the held-out set has no pair with a strict preference; nothing to evaluate.")
     probs = torch.sigmoid(torch.tensor(better) - torch.tensor(worse))
     p_sym, y_sym = symmetrize(probs, torch.ones_like(probs))
-    reliability_diagram(p_sym, y_sym, out_dir / CALIBRATION_PNG, title="Reward model calibration (annotator labels)")
+    if out_dir is not None:
+        reliability_diagram(p_sym, y_sym, out_dir / CALIBRATION_PNG, title="Reward model calibration (annotator labels)")
     reward_grid, mask = _grid(rewards)
     flat_rewards = [r for row in rewards for r in row]
     policy_rewards = []
@@ -107,8 +110,45 @@ def report_card(
             # The noise ceiling of these labels: how often the annotators agree with gold.
             "gold/label_agreement": pairwise_accuracy(l_better, l_worse),
         })
-        _gold_scatter(flat_rewards, [g for row in gold for g in row], out_dir / GOLD_SCATTER_PNG)
+        if out_dir is not None:
+            _gold_scatter(flat_rewards, [g for row in gold for g in row], out_dir / GOLD_SCATTER_PNG)
     return metrics
+
+
+def accuracy_interval(rewards: list[list[float]], labels: list[list[float]], level: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """A bootstrap interval over lists for :func:`report_card`'s ``eval/accuracy``, and the pair counts.
+
+    The pairs are :func:`report_card`'s (every pair with a strict label preference, a reward tie
+    counting 1/2); lists are resampled whole (:func:`align.rm.metrics.list_bootstrap_interval`).
+
+    Returns:
+        ``eval/accuracy_ci_low``, ``eval/accuracy_ci_high``, ``eval/lists`` (lists with a pair) and
+        ``eval/rm_tied_pairs`` (pairs the reward model scores equal).
+    """
+    credit, pairs, tied = [], [], 0
+    for rew, lab in zip(rewards, labels, strict=True):
+        better, worse = _strict_pairs([rew], [lab])
+        if better:
+            c = pair_credit(better, worse)
+            credit.append(c.sum().item())
+            pairs.append(len(better))
+            tied += int((c == 0.5).sum())
+    if not pairs:
+        raise ValueError("the held-out set has no pair with a strict preference; nothing to evaluate.")
+    low, high = list_bootstrap_interval(credit, pairs, level, n_resamples, seed)
+    return {"eval/accuracy_ci_low": low, "eval/accuracy_ci_high": high, "eval/lists": len(pairs),
+            "eval/rm_tied_pairs": tied}
+
+
+def policy_mask(examples) -> list[list[bool]] | None:
+    """Which responses of these :class:`~align.data.preferences.RankedExample` lists were sampled
+    from the policy (their ``sources``, the column ``make prefs`` writes), for :func:`report_card`'s
+    ``reward/*``; ``None`` unless every list has sources and one is ``policy``."""
+    if any(ex.sources is None for ex in examples):
+        return None
+    masks = [[s == "policy" for s in ex.sources] for ex in examples]
+    return masks if any(any(m) for m in masks) else None
 
 
 def apply_gate(metrics: dict[str, float], gate: dict[str, float]) -> dict[str, object]:

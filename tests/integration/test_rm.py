@@ -124,3 +124,29 @@ def test_rm_cli_on_a_shared_file_split_by_holdout(tiny_sft, tmp_path, data, trai
     unit = "groups" if data == "oasst_trees" else "rows_kept"
     assert m[f"data/train/{unit}"] == train_kept and m[f"data/validation/{unit}"] == val_kept
     assert m["data/validation/rows_held_out"] == val_held_out and 0.0 <= m["eval/accuracy"] <= 1.0
+
+
+def test_score_command_on_the_rms_own_validation_file_reproduces_its_report_card(tiny_rm, tmp_path):
+    # `python -m align.rm.score` on rm/final and the stage's held-out file, with the stage's
+    # data.max_length (128) and rm.eval_batch_size (64): the figures `make rm` wrote.
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, stage_env
+
+    run = tiny_rm["run_dir"]
+    out = tmp_path / "score.json"
+    proc = subprocess.run([sys.executable, "-m", "align.rm.score", "--model", str(run / "rm" / "final"),
+                           "--prefs", str(run / "prefs" / "validation.jsonl"), "--max-length", "128",
+                           "--batch-size", "64", "--out", str(out)],
+                          cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r, m = json.loads(out.read_text()), json.loads((run / "rm" / "metrics.json").read_text())
+    assert r["eval/pairs"] == m["eval/pairs"] > 0
+    assert r["eval/accuracy"] == m["eval/accuracy"]
+    for key in ("eval/ece", "eval/length_corr", "eval/top1_accuracy", "eval/margin_mean", "reward/mean", "reward/std"):
+        assert r[key] == pytest.approx(m[key], abs=1e-9), key
+    for key in ("rows_read", "rows_kept", "rows_skipped", "rows_truncated"):
+        assert r[f"data/{key}"] == m[f"data/validation/{key}"], key
+    assert r["eval/accuracy_ci_low"] <= r["eval/accuracy"] <= r["eval/accuracy_ci_high"]
+    assert f"{m['eval/accuracy']:.4f}" in proc.stdout

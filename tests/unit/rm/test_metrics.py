@@ -10,7 +10,9 @@ from matplotlib.image import imread
 from align.rm.metrics import (
     expected_calibration_error,
     length_correlation,
+    list_bootstrap_interval,
     mean_margin,
+    pair_credit,
     pairwise_accuracy,
     reliability_diagram,
     reward_stats,
@@ -132,3 +134,40 @@ def test_reward_stats():
     assert reward_stats([3.0])["std"] == 0.0
     with pytest.raises(ValueError, match="non-empty"):
         reward_stats([])
+
+
+def test_pair_credit_counts_a_tie_half():
+    assert pair_credit([2.0, 1.0, 1.0], [1.0, 1.0, 3.0]).tolist() == [1.0, 0.5, 0.0]
+    assert pairwise_accuracy([2.0, 1.0, 1.0], [1.0, 1.0, 3.0]) == pytest.approx(0.5)  # its mean
+
+
+def test_list_bootstrap_resamples_lists_not_pairs():
+    # 20 lists of 6 pairs, each list all right or all wrong: 20 independent observations, not 120.
+    # The accuracy is 0.5 with standard error sqrt(0.25 / 20) = 0.112, so the 95% interval is about
+    # 0.5 +- 0.22 (width 0.44); resampling the 120 pairs would give 0.5 +- 0.09 (width 0.18).
+    low, high = list_bootstrap_interval([6.0] * 10 + [0.0] * 10, [6] * 20)
+    assert low < 0.5 < high and 0.35 < high - low < 0.55
+
+
+def test_list_bootstrap_with_one_pair_per_list_is_the_binomial_interval():
+    # 400 lists of one pair, 300 right: p = 0.75, standard error sqrt(0.75 * 0.25 / 400) = 0.0217,
+    # so the normal interval is 0.75 +- 1.96 * 0.0217 = [0.708, 0.792] (width 0.085).
+    low, high = list_bootstrap_interval([1.0] * 300 + [0.0] * 100, [1] * 400)
+    assert low == pytest.approx(0.708, abs=0.01) and high == pytest.approx(0.792, abs=0.01)
+    assert list_bootstrap_interval([1.0] * 300 + [0.0] * 100, [1] * 400) == (low, high)  # seeded
+    assert list_bootstrap_interval([1.0] * 300 + [0.0] * 100, [1] * 400, seed=1) != (low, high)
+    # One list: every resample is that list, so the interval is its own accuracy (a tie's 1/2 included).
+    assert list_bootstrap_interval([1.5], [2]) == (0.75, 0.75)
+
+
+def test_list_bootstrap_edges_and_errors():
+    assert list_bootstrap_interval([3.0, 1.0], [3, 1]) == (1.0, 1.0)  # every pair right: nothing to vary
+    a = list_bootstrap_interval([1.0] * 30 + [0.0] * 10, [1] * 40, level=0.5)
+    b = list_bootstrap_interval([1.0] * 30 + [0.0] * 10, [1] * 40, level=0.99)
+    assert b[0] < a[0] < 0.75 < a[1] < b[1]  # a higher level is wider
+    with pytest.raises(ValueError, match="pairs > 0"):
+        list_bootstrap_interval([0.0], [0])
+    with pytest.raises(ValueError, match="credit <= pairs"):
+        list_bootstrap_interval([2.0], [1])
+    with pytest.raises(ValueError, match="level"):
+        list_bootstrap_interval([1.0], [1], level=1.0)
