@@ -267,6 +267,9 @@ class Tracker:
 
     def log_table(self, name: str, columns: list[str], rows: list[list]) -> None:
         """Log a table of samples (W&B table; TensorBoard gets a markdown text block)."""
+        # Plain strings: W&B types a column by its first row, and a str subclass (a multi-turn
+        # ChatPrompt beside one-turn prompts) is another type to it.
+        rows = [[str(v) if isinstance(v, str) else v for v in row] for row in rows]
         if self.run is not None:
             import wandb
 

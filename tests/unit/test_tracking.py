@@ -32,6 +32,11 @@ def test_wandb_offline_run_is_a_real_syncable_folder(tmp_path, monkeypatch):
     assert tracker.report_to == ["wandb"]
     tracker.log({"train/loss": 1.5}, step=1)
     tracker.log_table("samples", ["prompt", "response"], [["a", "b"]])
+    from align.data.prompts import ChatPrompt  # multi-turn prompts beside one-turn ones: one column type
+
+    chat = ChatPrompt([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                       {"role": "user", "content": "and?"}])
+    tracker.log_table("mixed", ["prompt", "response"], [["plain", "b"], [chat, "c"]])
     tracker.finish({"gold/score_mean": 0.5})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
