@@ -58,7 +58,7 @@ from align.rm.model import (
     tokenize_ranked,
     tokenize_response,
 )
-from align.rm.report import apply_gate, policy_mask, report_card
+from align.rm.report import accuracy_interval, apply_gate, policy_mask, report_card
 from align.trainer_guard import GUARD_ARGS, PREFIX, TrainingGuard, check_finite_weights
 
 log = logging.getLogger("align.rm")
@@ -147,6 +147,7 @@ def run(cfg: DictConfig) -> float:
     gold = [[gold_score(ex.prompt[-1]["content"], r) for r in ex.responses] for ex in val_ex] if cfg.rm.gold == "farm" else None
     metrics = report_card(rewards, [list(ex.scores) for ex in val_ex], lengths, out_dir, gold=gold,
                           policy_mask=policy_mask(val_ex))
+    metrics.update(accuracy_interval(rewards, [list(ex.scores) for ex in val_ex]))  # 95%, bootstrap over lists
     metrics.update(apply_gate(metrics, to_plain(cfg.rm.gate)))
     write_normalization(final_dir, metrics["reward/mean"], metrics["reward/std"])
     metrics.update({

@@ -149,4 +149,6 @@ def test_score_command_on_the_rms_own_validation_file_reproduces_its_report_card
     for key in ("rows_read", "rows_kept", "rows_skipped", "rows_truncated"):
         assert r[f"data/{key}"] == m[f"data/validation/{key}"], key
     assert r["eval/accuracy_ci_low"] <= r["eval/accuracy"] <= r["eval/accuracy_ci_high"]
+    for key in ("eval/accuracy_ci_low", "eval/accuracy_ci_high", "eval/lists"):  # the stage reports the same interval
+        assert r[key] == m[key], key
     assert f"{m['eval/accuracy']:.4f}" in proc.stdout
