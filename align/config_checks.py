@@ -132,6 +132,9 @@ RULES: list[tuple[str, tuple[Callable[[float], bool], str]]] = [
     ("num_policy_samples", NON_NEGATIVE),
     ("model.arch.*", POSITIVE),
     ("model.tokenizer.*", POSITIVE),
+    ("forgetting.limit", POSITIVE),
+    ("forgetting.max_length", POSITIVE),
+    ("forgetting.batch_size", POSITIVE),
     ("peft.config.r", POSITIVE),
     ("peft.config.num_virtual_tokens", POSITIVE),
 ]

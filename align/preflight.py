@@ -23,7 +23,7 @@ from align.errors import ConfigError
 
 INPUT_NAMES = {"source", "name_or_path", "prompts", "gold_prompts", "ptx"}  # any leaf with this key name
 SPLIT_NAMES = {"train", "validation", "test"}  # a file when directly under data.* or prompts.*
-EVAL_INPUTS = ("policies.sft", "extra_policies.*")  # eval: every other policy and the RM may be missing
+EVAL_INPUTS = ("policies.sft", "extra_policies.*", "forgetting.texts")  # eval: every other policy and the RM may be missing
 DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".parquet", ".gz", ".arrow", ".yaml", ".md", ".bin",
                  ".safetensors")
 

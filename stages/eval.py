@@ -33,7 +33,7 @@ from transformers import set_seed
 
 from align.cli import stage_main
 from align.config import begin_stage, open_tracker, to_plain
-from align.data import load_prompts
+from align.data import load_prompts, load_text_dataset
 from align.data.holdout import prompt_parts
 from align.eval.plots import (
     FRONTIER_PNG,
@@ -44,7 +44,7 @@ from align.eval.plots import (
     overoptimization_plot,
     win_rate_plot,
 )
-from align.eval.policy import REFERENCE, best_of_n, compare_with, evaluate_policy, find_policies
+from align.eval.policy import REFERENCE, best_of_n, compare_with, evaluate_policy, find_policies, text_perplexity
 from align.eval.report import table_rows, write_report
 from align.farm import parse_task
 from align.models.loading import check_stage_finished, load_causal_lm, load_tokenizer, resolve_full_model_path
@@ -87,6 +87,13 @@ def run(cfg: DictConfig) -> float:
         if name != REFERENCE:  # SFT is loaded (and checked) next, and kept
             _load(path, cfg)  # loaded, checked and dropped
             gc.collect()
+    forget = cfg.forgetting
+    texts = None
+    if forget.texts:
+        docs, _ = load_text_dataset(forget.texts, text_field=forget.text_field, limit=forget.limit,
+                                    config_prefix="forgetting.")
+        texts = docs["text"]
+        log.info("forgetting: perplexity on %d texts from %s", len(texts), forget.texts)
     tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)
     history = read_history(cfg.ppo_history) if cfg.ppo_history else []
 
@@ -110,6 +117,9 @@ def run(cfg: DictConfig) -> float:
                 log.warning("%s has another vocabulary than sft: no KL to SFT for it", name)
         results[name], greedy[name], _, rm_greedy[name] = evaluate_policy(
             model, tok, prompts, reference=reference, scorer=scorer, gold=gold, desc=name, **gen)
+        if texts is not None:
+            results[name]["forget/perplexity"] = text_perplexity(model, tok, texts, forget.max_length, forget.batch_size,
+                                                                 desc=f"{name} perplexity")
         if model is not ref_model:
             del model
             gc.collect()
@@ -129,8 +139,10 @@ def run(cfg: DictConfig) -> float:
             results[f"bon_{n}"] = bon[n]
             log.info("bon_%d: %s", n, _summary(bon[n]))
 
-    # 6. Win rates of the greedy responses against SFT's (SFT against itself is 0.5 exactly).
+    # 6. Win rates of the greedy responses against SFT's (SFT against itself is 0.5 exactly), and forgetting.
     for name in policies:
+        if texts is not None:
+            results[name]["forget/ppl_vs_sft"] = results[name]["forget/perplexity"] / results[REFERENCE]["forget/perplexity"]
         results[name].update(compare_with(prompts, greedy[name], greedy[REFERENCE], gold=gold, rm=rm_greedy[name],
                                           baseline_rm=rm_greedy[REFERENCE], baseline_metrics=False))
 

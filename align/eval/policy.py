@@ -206,6 +206,22 @@ def compare_with(
     return m
 
 
+@torch.no_grad()
+def text_perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
+                    batch_size: int = 16, desc: str = "perplexity") -> float:
+    """Perplexity of ``model`` on plain ``texts`` (no chat template): ``exp`` of the mean next-token
+    loss over all their tokens after the first, each text cut to ``max_length`` tokens and ended
+    with EOS. What a policy kept of general language (forgetting: compare with SFT's)."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
+           for t in texts]
+    ids = [s for s in ids if len(s) >= 2]
+    if not ids:
+        raise ValueError("no text of two or more tokens to measure perplexity on.")
+    sums = sequence_logprobs(model, [s[:1] for s in ids], [s[1:] for s in ids], tokenizer.pad_token_id,
+                             batch_size, desc=desc)
+    return float(torch.exp(-sums.sum() / sum(len(s) - 1 for s in ids)))
+
+
 def evaluate_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

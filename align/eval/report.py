@@ -22,6 +22,8 @@ COLUMNS = [
     ("KL to SFT", "kl/sft_mean", "kl/sft_sem", "sequence KL(policy || SFT) in nats, from sampled responses (best-of-n: analytic)"),
     ("length", "gen/response_len", None, "mean greedy response length in tokens (EOS included)"),
     ("no EOS", "gen/no_eos_frac", None, "fraction of greedy responses that hit max_new_tokens without EOS"),
+    ("ppl (text)", "forget/perplexity", None, "perplexity on held-out general text (forgetting.texts), no chat template"),
+    ("ppl vs SFT", "forget/ppl_vs_sft", None, "that perplexity over SFT's: above 1, the policy forgot general language"),
 ]
 
 

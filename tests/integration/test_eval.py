@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import compose_stage, run_stage_cli
+from tests.conftest import REPO, compose_stage, run_stage_cli
 
 EVAL_FAST = ["data.num_prompts=16", "generation.max_new_tokens=12", "generation.batch_size=16",
              "best_of_n=[1,4]", "num_samples_logged=3"]
@@ -51,7 +51,9 @@ def eval_run(tiny_rm, tmp_path_factory):
                 "rm/sampled_score_mean": 0.18 * i - 0.1, "ppo/kl_ref": 0.6 * i} for i in range(8)]
     (run_dir / "ppo").mkdir()
     (run_dir / "ppo" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    run_stage_cli("eval", [f"paths.output_root={root}", "run=t", "logger=wandb", *EVAL_FAST])
+    texts = REPO / "tests" / "fixtures" / "self_instruct_20.jsonl"  # general text: human-written instructions
+    run_stage_cli("eval", [f"paths.output_root={root}", "run=t", "logger=wandb", *EVAL_FAST, f"forgetting.texts={texts}",
+                           "forgetting.text_field=instruction", "forgetting.limit=10"])
     return run_dir
 
 
@@ -77,12 +79,19 @@ def test_eval_cli_compares_every_policy_and_writes_report_and_plots(eval_run):
     assert m["bon_1/kl/sft_mean"] == 0.0 and m["bon_4/kl/sft_mean"] == pytest.approx(0.6363, abs=1e-4)
     # The reward model's pick among 4 draws scores at least as high (on the RM) as the first draw.
     assert m["bon_4/rm/score_mean"] >= m["bon_1/rm/score_mean"]
+    # Forgetting: every policy's perplexity on the general texts, and its ratio to SFT's.
+    assert m["sft/forget/ppl_vs_sft"] == 1.0 and m["sft/forget/perplexity"] > 1
+    assert m["dpo/forget/ppl_vs_sft"] == pytest.approx(m["dpo/forget/perplexity"] / m["sft/forget/perplexity"])
+    assert m["dpo/forget/perplexity"] != m["sft/forget/perplexity"] and "base/forget/perplexity" in m
+    assert "bon_1/forget/perplexity" not in m  # SFT's samples: no model of their own
 
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and "policy" not in line and "---" not in line]
     rows = [line.split("|")[1].strip() for line in table[:5]]
     assert rows == ["base", "sft", "dpo", "bon_1", "bon_4"]  # one table, every policy
     assert "`ppo` (" in report  # missing policies are listed
+    header = next(line for line in report.splitlines() if line.startswith("| policy"))
+    assert header.endswith("| ppl (text) | ppl vs SFT |")
     for png in ("eval_frontier.png", "eval_overoptimization.png", "eval_win_rates.png"):
         assert f"]({png})" in report
         _png_ok(out / png)

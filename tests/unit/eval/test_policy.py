@@ -42,3 +42,30 @@ def test_generation_metrics():
     assert m == {"gen/sampled_response_len": 3.0, "gen/sampled_no_eos_frac": 0.5}
     with pytest.raises(ValueError, match="at least one"):
         generation_metrics(Generations())
+
+
+def test_text_perplexity_is_the_language_model_loss_over_each_texts_tokens():
+    import math
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from align.eval.policy import text_perplexity
+    from align.models.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["The fox is red.", "7 plus 12 is 19.", "A short line."] * 20, vocab_size=300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, pad_token_id=tok.pad_token_id))
+    texts = ["The fox is red.", "7 plus 12 is 19 and the fox is red."]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    with torch.no_grad():  # HF's loss: the mean over every token after the first
+        nll = [model(input_ids=torch.tensor([s]), labels=torch.tensor([s])).loss.item() * (len(s) - 1) for s in ids]
+    expected = math.exp(sum(nll) / sum(len(s) - 1 for s in ids))
+    assert text_perplexity(model, tok, texts, max_length=64, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    assert text_perplexity(model, tok, texts[:1], max_length=64) == pytest.approx(math.exp(nll[0] / (len(ids[0]) - 1)),
+                                                                                 rel=1e-5)
+    short = text_perplexity(model, tok, texts, max_length=4)  # each text cut to 3 tokens + EOS
+    assert short != pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="no text of two or more tokens"):
+        text_perplexity(model, tok, [""], max_length=64)
