@@ -34,7 +34,7 @@ STAGE_ARGS = {
                  "ppo.allow_failed_rm=true", "checkpoint.every=1"],
     "DPO_ARGS": [*PAIRS, *STEPS, "eval.num_prompts=4", "eval.max_new_tokens=8"],
     "EVAL_ARGS": [f"data.prompts={HH}", f"data.holdout.fraction={SPLIT}", "data.num_prompts=4",
-                  "generation.max_new_tokens=8", "best_of_n=[1,2]"],
+                  "generation.max_new_tokens=8", "best_of_n=[1,2]", "forgetting.limit=8"],
 }
 
 
@@ -99,4 +99,6 @@ def test_recipe_hh_runs_every_stage_on_the_real_model(run):
     assert alone[0] == pytest.approx(at_last, abs=1e-4)
 
     report = (run / "eval" / "report.md").read_text()
-    assert "ppo" in report and "dpo" in report
+    assert "ppo" in report and "dpo" in report and "ppl vs SFT" in report
+    ev = json.loads((run / "eval" / "metrics.json").read_text())
+    assert ev["sft/forget/ppl_vs_sft"] == 1.0 and ev["base/forget/perplexity"] > 1
