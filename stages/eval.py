@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> float:
     texts = None
     if forget.texts:
         docs, _ = load_text_dataset(forget.texts, text_field=forget.text_field, limit=forget.limit,
-                                    config_prefix="forgetting.")
+                                    on_bad_row=forget.on_bad_row, config_prefix="forgetting.")
         texts = docs["text"]
         log.info("forgetting: perplexity on %d texts from %s", len(texts), forget.texts)
     tracker.use_inputs(*policies.values(), scorer is not None and cfg.reward_model, cfg.data.prompts)

@@ -51,9 +51,9 @@ def eval_run(tiny_rm, tmp_path_factory):
                 "rm/sampled_score_mean": 0.18 * i - 0.1, "ppo/kl_ref": 0.6 * i} for i in range(8)]
     (run_dir / "ppo").mkdir()
     (run_dir / "ppo" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    texts = REPO / "tests" / "fixtures" / "self_instruct_20.jsonl"  # general text: human-written instructions
+    texts = REPO / "data" / "farm" / "corpus_validation.txt"  # held-out text of the farm's corpus
     run_stage_cli("eval", [f"paths.output_root={root}", "run=t", "logger=wandb", *EVAL_FAST, f"forgetting.texts={texts}",
-                           "forgetting.text_field=instruction", "forgetting.limit=10"])
+                           "forgetting.limit=10"])
     return run_dir
 
 
